@@ -1,0 +1,520 @@
+"""Compatibility layer: FastReID 1.4.0 (PyPI) on torch 2.x, Python 3.11, numpy 2, CPU or CUDA.
+
+FastReID 1.4.0 was written for torch 1.13 / Python 3.8 and assumes a CUDA device. This module is
+the *only* place where fastreid-ext changes FastReID's behaviour; ``import fastreid_ext`` runs
+:func:`apply` before anything else. Every patch below names the FastReID line it answers
+(file and code as found in the 1.4.0 wheel) and is covered by ``tests/test_compat.py``.
+
+Patches (all idempotent, applied once):
+
+========================  =====================================================================
+P1  torch._six            ``data/build.py: from torch._six import string_classes`` (module gone
+                          in torch 2.x) -> a tiny ``torch._six`` shim module.
+P2  collections.Mapping   ``data/build.py`` and ``evaluation/testing.py: from collections import
+                          Mapping`` (removed in 3.10) -> aliases to ``collections.abc``.
+P3  DataLoaderX           ``data/data_utils.py: self.stream = torch.cuda.Stream(local_rank)`` and
+                          ``BackgroundGenerator.run: torch.cuda.set_device`` -> on a non-CUDA
+                          device the loader is a plain ``DataLoader`` (no streams, no pinning);
+                          on CUDA it is FastReID's class unchanged.
+P4  Baseline.preprocess   ``meta_arch/baseline.py: images.sub_(self.pixel_mean).div_(...)`` edits
+                          the batch in place, so flip-test (``evaluation/evaluator.py: inputs
+                          ["images"].flip(dims=[3])``) normalised twice; also images were only on
+                          the model's device because DataLoaderX moved them -> out-of-place
+                          normalisation on ``self.device``.
+P5  ReidEvaluator         ``reid_evaluation.py: _compile_dependencies`` runs ``make`` inside
+                          site-packages and ``sys.exit(1)`` on failure -> never compiles; uses the
+                          Cython ranker when importable (FastReID's own or the one
+                          :func:`build_cython_ranker` put in the user cache), else Python.
+P6  evaluate_rank         ``evaluation/rank.py: eval_market1501`` builds ``np.asarray(all_cmc)``
+                          from rows of different lengths ("inhomogeneous shape") when a query
+                          keeps < 50 gallery images, and both rankers return fewer than 10 CMC
+                          entries on tiny galleries (``cmc[r - 1]`` for r=10 then fails); the
+                          Cython ranker also leaves zeros in the CMC tail of a query keeping fewer
+                          than ``max_rank`` images -> a correct Python ranker for those cases and
+                          a CMC always ``max_rank`` long.
+P7  AMPTrainer            ``engine/train_loop.py: assert torch.cuda.is_available()`` and
+                          ``torch.cuda.amp.autocast`` -> AMP on CUDA only (``torch.amp`` API);
+                          on any other device the step runs in fp32 with a one-time warning.
+P8  Checkpointer.load     ``utils/checkpoint.py: torch.load(f, map_location=...)`` now defaults to
+                          ``weights_only=True`` and rejects FastReID/legacy checkpoints holding
+                          numpy objects -> try ``weights_only=True``, fall back to a full load
+                          (checkpoints are the user's own files) with a log line.
+P9  RandomAffine          ``transforms/build.py: T.RandomAffine(..., resample=False,
+                          fillcolor=0)`` (kwargs removed from torchvision) -> accepts them and maps
+                          to ``interpolation`` / ``fill``.
+P10 EvalHook.after_train  ``engine/hooks.py: next_epoch % self._period`` divides by zero for
+                          ``TEST.EVAL_PERIOD: 0`` -> period 0 means "evaluate at the end only".
+P11 iters_per_epoch       ``engine/defaults.py: len(data_loader.dataset) // IMS_PER_BATCH`` is 0
+                          on sets smaller than a batch (no training happens) -> clamped to >= 1.
+P12 jaccard distance      ``utils/compute_dist.py: build_dist(..., search_option=0)`` calls
+                          ``features.cuda()`` and faiss GPU pointer APIs that current faiss lacks
+                          -> CPU faiss index without CUDA, faiss GPU index (option 2) with it
+                          (this also avoids ``utils/faiss_utils.py``'s ``torch.cuda.synchronize``,
+                          which only options 0/1 reach).
+P13 batch collator        ``data/build.py: fast_batch_collator`` returns ``None`` for numpy arrays,
+                          tuples or ``None`` fields, so a per-image field silently vanishes ->
+                          :func:`strict_batch_collator` converts arrays and raises for the rest.
+========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import logging
+import os
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+_APPLIED = False
+
+#: where :func:`build_cython_ranker` puts FastReID's Cython ranker (never site-packages).
+CACHE_DIR = Path(os.environ.get("FASTREID_EXT_CACHE", Path.home() / ".cache" / "fastreid_ext"))
+
+
+# --------------------------------------------------------------------------------------------
+# P1, P2: import-time shims (must run before any ``fastreid.data`` import)
+# --------------------------------------------------------------------------------------------
+def _patch_imports():
+    # P1: fastreid/data/build.py `from torch._six import string_classes`
+    if "torch._six" not in sys.modules:
+        six = types.ModuleType("torch._six")
+        six.string_classes = (str, bytes)
+        six.int_classes = int
+        six.container_abcs = collections.abc
+        six.inf = float("inf")
+        sys.modules["torch._six"] = six
+        torch._six = six
+    # P2: fastreid/data/build.py, fastreid/evaluation/testing.py `from collections import Mapping`
+    for name in ("Mapping", "MutableMapping", "Sequence", "Iterable", "Callable"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+
+
+# --------------------------------------------------------------------------------------------
+# P3: data loader without CUDA streams on CPU
+# --------------------------------------------------------------------------------------------
+def _patch_dataloader():
+    from torch.utils.data import DataLoader
+
+    import fastreid.data.build as fbuild
+    import fastreid.data.data_utils as du
+
+    Original = du.DataLoaderX
+    if getattr(Original, "_fastreid_ext", False):
+        return
+
+    class DataLoaderX(Original):
+        """FastReID's prefetching loader on CUDA; a plain DataLoader elsewhere.
+
+        Answers ``data/data_utils.py: self.stream = torch.cuda.Stream(local_rank)``.
+        ``device`` (optional) is where batches should end up; by default CUDA when available.
+        """
+
+        _fastreid_ext = True
+
+        def __init__(self, local_rank, device=None, **kwargs):
+            if device is None:
+                device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+            self.device = torch.device(device)
+            if self.device.type == "cuda":
+                super().__init__(local_rank, **kwargs)
+            else:
+                kwargs["pin_memory"] = False
+                DataLoader.__init__(self, **kwargs)
+                self.local_rank = local_rank
+                self.stream = None
+
+        def __iter__(self):
+            if self.stream is not None:
+                return super().__iter__()
+            return DataLoader.__iter__(self)
+
+        def shutdown(self):
+            if self.stream is not None:
+                super().shutdown()
+
+    du.DataLoaderX = DataLoaderX
+    fbuild.DataLoaderX = DataLoaderX
+
+
+# --------------------------------------------------------------------------------------------
+# P4: out-of-place normalisation on the model's device (fixes flip-test double normalisation)
+# --------------------------------------------------------------------------------------------
+def _preprocess_image(self, batched_inputs):
+    """Normalise the batch without touching the caller's tensor (FastReID edited it in place)."""
+    if isinstance(batched_inputs, dict):
+        images = batched_inputs["images"]
+    elif isinstance(batched_inputs, torch.Tensor):
+        images = batched_inputs
+    else:
+        raise TypeError(f"batched_inputs must be dict or torch.Tensor, got {type(batched_inputs)}")
+    images = images.to(self.device, non_blocking=True)
+    return (images - self.pixel_mean) / self.pixel_std
+
+
+def _patch_baseline():
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    Baseline.preprocess_image = _preprocess_image
+    # targets must follow the images when the loader did not move them (CPU loader, P3)
+    if getattr(Baseline.forward, "_fastreid_ext", False):
+        return
+    orig_forward = Baseline.forward
+
+    def forward(self, batched_inputs):
+        if isinstance(batched_inputs, dict) and "targets" in batched_inputs:
+            batched_inputs = dict(batched_inputs)
+            batched_inputs["targets"] = batched_inputs["targets"].to(self.device)
+        return orig_forward(self, batched_inputs)
+
+    forward._fastreid_ext = True
+    forward.__doc__ = orig_forward.__doc__
+    Baseline.forward = forward
+
+
+# --------------------------------------------------------------------------------------------
+# P5, P6: evaluator and ranker
+# --------------------------------------------------------------------------------------------
+def eval_market1501_py(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """Market-1501 protocol (same-camera same-id gallery entries removed), any gallery size.
+
+    Returns ``(cmc[max_rank], all_AP, all_INP)`` like FastReID's ranker; the CMC is padded with its
+    last value when a query keeps fewer than ``max_rank`` gallery images (a valid query has a
+    match, so the padded value is 1).
+    """
+    distmat = np.asarray(distmat)
+    num_q, num_g = distmat.shape
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    indices = np.argsort(distmat, axis=1, kind="stable")
+    all_cmc, all_AP, all_INP = [], [], []
+    for q in range(num_q):
+        order = indices[q]
+        keep = ~((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q]))
+        raw = (g_pids[order][keep] == q_pids[q]).astype(np.float64)
+        if not raw.any():
+            continue  # query identity absent from the gallery
+        hits = raw.cumsum()
+        positions = np.flatnonzero(raw)
+        all_INP.append(hits[positions[-1]] / (positions[-1] + 1.0))
+        cmc = np.ones(max_rank, dtype=np.float32)
+        n = min(max_rank, raw.size)
+        cmc[:n] = np.minimum(hits[:n], 1)
+        all_cmc.append(cmc)
+        all_AP.append(float(np.sum(hits[positions] / (positions + 1.0)) / raw.sum()))
+    if not all_cmc:
+        raise ValueError("evaluation: no query identity appears in the gallery (from another camera)")
+    return np.mean(np.stack(all_cmc), axis=0), all_AP, all_INP
+
+
+def _import_cython_ranker():
+    """FastReID's compiled ranker if importable (its package or our cache), else None."""
+    try:
+        from fastreid.evaluation.rank_cylib.rank_cy import evaluate_cy
+
+        return evaluate_cy
+    except ImportError:
+        pass
+    cache = str(CACHE_DIR / "rank_cy")
+    if os.path.isdir(cache):
+        if cache not in sys.path:
+            sys.path.insert(0, cache)
+        try:
+            from rank_cy import evaluate_cy  # noqa: PLC0415
+
+            return evaluate_cy
+        except ImportError:
+            pass
+    return None
+
+
+def build_cython_ranker(dest: Path | str | None = None) -> Path:
+    """Compile FastReID's ``rank_cy.pyx`` into ``dest`` (default: the user cache), not site-packages."""
+    import shutil
+    import subprocess
+
+    import fastreid.evaluation.rank_cylib as rc
+
+    dest = Path(dest or CACHE_DIR / "rank_cy")
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(rc.__file__).parent / "rank_cy.pyx", dest / "rank_cy.pyx")
+    script = (
+        "import numpy, sys\n"
+        "from setuptools import setup, Extension\n"
+        "from Cython.Build import cythonize\n"
+        "sys.argv = ['setup', 'build_ext', '--inplace', '-q']\n"
+        "setup(ext_modules=cythonize([Extension('rank_cy', ['rank_cy.pyx'],"
+        " include_dirs=[numpy.get_include()])], quiet=True, language_level=3))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def _min_kept(q_pids, g_pids, q_camids, g_camids) -> int:
+    """Fewest gallery entries any query keeps after removing its same-id same-camera images."""
+    keys, counts = np.unique(np.stack([g_pids, g_camids], 1), axis=0, return_counts=True)
+    lookup = {(int(p), int(c)): int(n) for (p, c), n in zip(keys, counts)}
+    removed = max((lookup.get((int(p), int(c)), 0) for p, c in zip(q_pids, q_camids)), default=0)
+    return len(g_pids) - removed
+
+
+def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50,
+                  use_metric_cuhk03=False, use_cython=True):
+    """Replacement for ``fastreid.evaluation.rank.evaluate_rank`` (P6): same signature and outputs,
+    CMC always ``max_rank`` long."""
+    distmat = np.ascontiguousarray(distmat, dtype=np.float32)
+    args = [np.ascontiguousarray(a, dtype=np.int64) for a in (q_pids, g_pids, q_camids, g_camids)]
+    # The Cython ranker leaves zeros in the CMC tail of a query that keeps fewer than max_rank
+    # gallery images (non-monotonic CMC): only use it when every query keeps at least max_rank.
+    evaluate_cy = _import_cython_ranker() if use_cython and _min_kept(*args) >= max_rank else None
+    if use_metric_cuhk03:
+        from fastreid.evaluation import rank as frank
+
+        cmc, AP, INP = (evaluate_cy(distmat, *args, max_rank, True) if evaluate_cy
+                        else (*frank.eval_cuhk03(distmat, *args, max_rank), []))
+    elif evaluate_cy is not None:
+        cmc, AP, INP = evaluate_cy(distmat, *args, max_rank, False)
+    else:
+        return eval_market1501_py(distmat, *args, max_rank)
+    cmc = np.asarray(cmc, dtype=np.float32)
+    if cmc.size < max_rank:  # Cython ranker caps max_rank at the gallery size
+        cmc = np.concatenate([cmc, np.full(max_rank - cmc.size, cmc[-1] if cmc.size else 0.0, np.float32)])
+    return cmc, AP, INP
+
+
+def _patch_evaluation():
+    import fastreid.evaluation.rank as frank
+    from fastreid.evaluation.reid_evaluation import ReidEvaluator
+
+    frank.evaluate_rank = evaluate_rank  # reid_evaluation imports it lazily from .rank
+
+    def _compile_dependencies(self):
+        # P5: reid_evaluation.py `compile_helper()` -> make in site-packages, sys.exit(1) on failure
+        if _import_cython_ranker() is None and not getattr(ReidEvaluator, "_warned", False):
+            ReidEvaluator._warned = True
+            logger.info("Cython ranker not built; using the Python ranker "
+                        "(build it with `python -m fastreid_ext.compat --build-ranker`).")
+
+    ReidEvaluator._compile_dependencies = _compile_dependencies
+
+
+# --------------------------------------------------------------------------------------------
+# P7: AMP on CUDA only
+# --------------------------------------------------------------------------------------------
+def _patch_amp():
+    from fastreid.engine import train_loop
+
+    AMP = train_loop.AMPTrainer
+    if getattr(AMP.run_step, "_fastreid_ext", False):
+        return
+
+    def __init__(self, model, data_loader, optimizer, param_wrapper, grad_scaler=None):
+        train_loop.SimpleTrainer.__init__(self, model, data_loader, optimizer, param_wrapper)
+        device = next(model.parameters()).device
+        self._amp = device.type == "cuda"
+        if not self._amp:
+            logger.warning("SOLVER.AMP.ENABLED ignored: AMP needs CUDA, the model is on %s; "
+                           "training in fp32.", device)
+        self.grad_scaler = grad_scaler or (torch.amp.GradScaler("cuda") if self._amp else None)
+
+    def run_step(self):
+        if not self._amp:
+            return train_loop.SimpleTrainer.run_step(self)
+        assert self.model.training, "[AMPTrainer] model was changed to eval mode!"
+        import time
+
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.amp.autocast("cuda"):
+            loss_dict = self.model(data)
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict, data_time)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+    run_step._fastreid_ext = True
+    AMP.__init__ = __init__
+    AMP.run_step = run_step
+
+
+# --------------------------------------------------------------------------------------------
+# P8: checkpoints saved with numpy objects (legacy FastReID) under torch>=2.6 weights_only
+# --------------------------------------------------------------------------------------------
+def _load_checkpoint_file(self, f):
+    if f.endswith(".pkl"):  # FastReID's own pickle branch (caffe2/detectron formats)
+        return _orig_load_file(self, f)
+    try:
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling restriction
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise
+        logger.info("checkpoint %s holds non-tensor objects (legacy format); loading it fully", f)
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+
+
+_orig_load_file = None
+
+
+def _patch_checkpoint():
+    global _orig_load_file
+    from fastreid.utils.checkpoint import Checkpointer
+
+    if _orig_load_file is None:
+        _orig_load_file = Checkpointer._load_file
+    Checkpointer._load_file = _load_checkpoint_file
+
+
+# --------------------------------------------------------------------------------------------
+# P9: torchvision RandomAffine lost `resample=` / `fillcolor=`
+# --------------------------------------------------------------------------------------------
+def _patch_random_affine():
+    import torchvision.transforms as T
+
+    import fastreid.data.transforms.build as tbuild
+
+    Base = T.RandomAffine
+
+    class RandomAffine(Base):
+        """torchvision RandomAffine accepting FastReID's old ``resample``/``fillcolor`` kwargs."""
+
+        def __init__(self, *args, resample=None, fillcolor=None, **kwargs):
+            if resample not in (None, False) and "interpolation" not in kwargs:
+                kwargs["interpolation"] = T.InterpolationMode.BILINEAR
+            if fillcolor is not None and "fill" not in kwargs:
+                kwargs["fill"] = fillcolor
+            super().__init__(*args, **kwargs)
+
+    # transforms/build.py refers to `T.RandomAffine` through its module alias `T`
+    tbuild.T = types.SimpleNamespace(**{k: getattr(T, k) for k in dir(T) if not k.startswith("__")})
+    tbuild.T.RandomAffine = RandomAffine
+
+
+# --------------------------------------------------------------------------------------------
+# P10, P11: trainer arithmetic on small configs
+# --------------------------------------------------------------------------------------------
+def _patch_trainer():
+    from fastreid.engine import hooks
+    from fastreid.engine.defaults import DefaultTrainer
+
+    if not isinstance(DefaultTrainer.__dict__.get("iters_per_epoch"), property):
+        def _get(self):
+            return self.__dict__["_iters_per_epoch"]
+
+        def _set(self, value):
+            if value < 1:
+                logger.warning("training set smaller than SOLVER.IMS_PER_BATCH: using 1 iteration "
+                               "per epoch instead of %d", value)
+            self.__dict__["_iters_per_epoch"] = max(1, int(value))
+
+        DefaultTrainer.iters_per_epoch = property(_get, _set, doc="iterations per epoch, >= 1 (P11)")
+
+    def after_train(self):
+        next_epoch = self.trainer.epoch + 1
+        at_end = next_epoch >= self.trainer.max_epoch
+        if at_end and (self._period <= 0 or next_epoch % self._period != 0):
+            self._do_eval()
+        del self._func
+
+    hooks.EvalHook.after_train = after_train
+
+
+# --------------------------------------------------------------------------------------------
+# P12: Jaccard distance without CUDA
+# --------------------------------------------------------------------------------------------
+def _patch_distances():
+    import fastreid.utils.compute_dist as cd
+
+    orig = getattr(cd.compute_jaccard_distance, "_orig", cd.compute_jaccard_distance)
+
+    def compute_jaccard_distance(features, k1=20, k2=6, search_option=0, fp16=False):
+        if not torch.cuda.is_available():
+            search_option = 3  # CPU faiss index
+        elif search_option < 2:
+            search_option = 2  # faiss GPU index; options 0/1 need removed faiss pointer APIs
+        k1 = min(k1, features.size(0))
+        return orig(features, k1=k1, k2=min(k2, k1), search_option=search_option, fp16=fp16)
+
+    compute_jaccard_distance._orig = orig
+    cd.compute_jaccard_distance = compute_jaccard_distance
+
+
+
+# --------------------------------------------------------------------------------------------
+# P13: a batch collator that never drops a field silently
+# --------------------------------------------------------------------------------------------
+def strict_batch_collator(batched_inputs, _key: str = "batch"):
+    """FastReID's ``fast_batch_collator`` without its silent failure mode.
+
+    Tensors are stacked, numpy arrays become tensors, ints/floats become tensors, strings stay a
+    list, dicts recurse. Anything else (``None``, tuples, objects) raises a ``TypeError`` naming the
+    field, where FastReID returned ``None`` and the field vanished from the batch.
+    """
+    elem = batched_inputs[0]
+    if isinstance(elem, collections.abc.Mapping):
+        return {k: strict_batch_collator([d[k] for d in batched_inputs], k) for k in elem}
+    try:
+        if isinstance(elem, torch.Tensor):
+            return torch.stack(batched_inputs)
+        if isinstance(elem, np.ndarray):
+            return torch.as_tensor(np.stack(batched_inputs))
+        if isinstance(elem, float):
+            return torch.tensor(batched_inputs, dtype=torch.float64)
+        if isinstance(elem, int):  # includes bool
+            return torch.tensor(batched_inputs)
+        if isinstance(elem, (str, bytes)):
+            return list(batched_inputs)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"cannot batch field '{_key}': {e}") from None
+    raise TypeError(f"cannot batch field '{_key}' of type {type(elem).__name__}: per-image fields "
+                    "must be tensors, numpy arrays, numbers or strings")
+
+
+def _patch_collator():
+    import fastreid.data.build as fbuild
+
+    fbuild.fast_batch_collator = strict_batch_collator  # looked up when the loaders are built
+
+
+def apply():
+    """Apply every patch once. Called by ``import fastreid_ext``."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _patch_imports()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fastreid.evaluation.rank warns about Cython at import
+        _patch_dataloader()
+        _patch_baseline()
+        _patch_evaluation()
+        _patch_amp()
+        _patch_checkpoint()
+        _patch_random_affine()
+        _patch_trainer()
+        _patch_distances()
+        _patch_collator()
+    _APPLIED = True
+
+
+if __name__ == "__main__":  # python -m fastreid_ext.compat --build-ranker
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--build-ranker", action="store_true", help="compile the Cython ranker into the cache")
+    a = p.parse_args()
+    apply()
+    if a.build_ranker:
+        if _import_cython_ranker() is not None:
+            print("Cython ranker already importable")
+        else:
+            print("built Cython ranker into", build_cython_ranker())

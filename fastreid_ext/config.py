@@ -1,0 +1,128 @@
+"""Every config key fastreid-ext adds, with its default. One line of comment documents each key.
+
+Use ``get_ext_cfg()`` (FastReID's defaults + ours) or ``add_ext_config(cfg)`` on a FastReID cfg
+*before* ``merge_from_file`` (yacs rejects unknown keys). YAMLs in ``configs/`` override these,
+they never invent keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import torch
+from fastreid.config import CfgNode as CN
+from fastreid.config import get_cfg
+
+#: loss names each meta-architecture understands (FastReID ignores unknown names silently).
+KNOWN_LOSSES = {
+    "Baseline": {"CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface"},
+    "HACNN": {"CrossEntropyLoss", "TripletLoss"},
+}
+
+#: per-image fields a dataset can put in the batch besides images/targets/camids/img_paths.
+EXTRA_FIELDS = ("attributes", "keypoints", "heatmaps")
+
+
+def add_ext_config(cfg: CN) -> CN:
+    """Add fastreid-ext's keys (with defaults) to a FastReID config, in place; returns it."""
+    if hasattr(cfg, "EXT"):
+        return cfg
+    cfg.EXT = CN()
+    # version of the config schema, bumped when keys change meaning
+    cfg.EXT.VERSION = 1
+
+    # default device: CUDA when present, else CPU (FastReID's default "cuda" fails on CPU machines)
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # ---------------------------------------------------------------- datasets
+    # folder holding the dataset folders; "" = $FASTREID_DATASETS or ./datasets (FastReID's rule)
+    cfg.DATASETS.ROOT = ""
+
+    # ---------------------------------------------------------------- per-image extra fields
+    # extra per-image tensors carried in the batch: any of "attributes", "keypoints", "heatmaps"
+    cfg.INPUT.EXTRA_FIELDS = []
+    cfg.INPUT.HEATMAP = CN()
+    # heatmap size [H, W]; [0, 0] = half the input size (RBNet's 128x64 for 256x128 input)
+    cfg.INPUT.HEATMAP.SIZE = [0, 0]
+    # Gaussian sigma of a keypoint heatmap, in heatmap pixels (MSRA heatmaps, mmpose uses 2)
+    cfg.INPUT.HEATMAP.SIGMA = 2.0
+
+    # ---------------------------------------------------------------- training loop
+    # iterations between log lines / metrics.json / tensorboard writes (FastReID hard-codes 200)
+    cfg.SOLVER.LOG_PERIOD = 20
+
+    # ---------------------------------------------------------------- HA-CNN (issue 4)
+    cfg.MODEL.HACNN = CN()
+    # dimension of the global and of the local feature (the test feature is twice this)
+    cfg.MODEL.HACNN.FEAT_DIM = 512
+    # learn the hard-attention translations (False: keep the published initial boxes)
+    cfg.MODEL.HACNN.LEARN_REGION = True
+    # use the local (hard attention) branch; False = global branch only (512-d feature)
+    cfg.MODEL.HACNN.USE_LOCAL = True
+    return cfg
+
+
+def get_ext_cfg() -> CN:
+    """FastReID's default config with fastreid-ext's keys added."""
+    return add_ext_config(get_cfg())
+
+
+def dataset_root(cfg: CN) -> str:
+    """The folder datasets are looked up in: DATASETS.ROOT, else $FASTREID_DATASETS, else ./datasets."""
+    return cfg.DATASETS.ROOT or os.getenv("FASTREID_DATASETS", "datasets")
+
+
+def _all_keys(node: CN, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        keys.append(prefix + k)
+        if isinstance(v, CN):
+            keys.extend(_all_keys(v, prefix + k + "."))
+    return keys
+
+
+def unknown_key_message(cfg: CN, key: str, source: str) -> str:
+    """A readable 'unknown key' error with the closest known keys."""
+    close = difflib.get_close_matches(key, _all_keys(cfg), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"{source}: unknown config key '{key}'.{hint}"
+
+
+def merge_checked(cfg: CN, config_file: str = "", opts: list | None = None) -> CN:
+    """``merge_from_file`` + ``merge_from_list`` with errors that name the file and the key."""
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        try:
+            cfg.merge_from_file(config_file)
+        except KeyError as e:
+            key = str(e).strip("'\"").replace("Non-existent config key: ", "")
+            raise KeyError(unknown_key_message(cfg, key, f"config file {config_file}")) from None
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"command-line overrides must be KEY VALUE pairs, got {opts}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except (KeyError, AssertionError) as e:
+            key = str(e).strip("'\"").replace("Non-existent key: ", "").replace("Non-existent config key: ", "")
+            raise KeyError(unknown_key_message(cfg, key, "command line")) from None
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: CN) -> None:
+    """Reject settings FastReID would silently misuse."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    known = KNOWN_LOSSES.get(arch)
+    if known is not None:
+        bad = [n for n in cfg.MODEL.LOSSES.NAME if n not in known]
+        if bad:
+            raise ValueError(f"MODEL.LOSSES.NAME has {bad}, unknown to {arch}; known: {sorted(known)}")
+    bad = [f for f in cfg.INPUT.EXTRA_FIELDS if f not in EXTRA_FIELDS]
+    if bad:
+        raise ValueError(f"INPUT.EXTRA_FIELDS has {bad}; known: {list(EXTRA_FIELDS)}")
+    dev = str(cfg.MODEL.DEVICE)
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"MODEL.DEVICE is '{dev}' but no CUDA device is available; "
+                         "use MODEL.DEVICE cpu")

@@ -1,0 +1,88 @@
+"""Attribute annotation files in the official Market-1501 / DukeMTMC-reID ``.mat`` layout.
+
+The files (``market_attribute.mat``, ``duke_attribute.mat``; the synthetic set writes the same layout)
+hold one MATLAB struct named after the dataset with ``train`` and ``test`` sub-structs; each has one
+field per attribute (a 1 x N row, one value per identity) and ``image_index`` (the N identities as
+4-digit strings). Values: 1 = no / first class, 2 = yes / second class, Market ``age`` 1..4, and 0 =
+not labelled (Duke ``top`` for two train ids). The field ORDER differs between ``train`` and ``test``,
+so everything here is indexed by field name.
+
+Encoding used in batches: class index = value - 1 (so binary attributes are 0/1 and age is 0..3),
+and -1 for "not labelled" (value 0), which losses and metrics must ignore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IGNORE = -1  # encoded value of an unlabelled attribute
+
+
+@dataclass
+class AttributeTable:
+    """Identity-level attributes of one annotation file.
+
+    ``names``: attribute field names in a fixed order (the train split's order in the file);
+    ``values[split][pid]``: raw file values (int64 array aligned with ``names``).
+    """
+
+    path: str
+    struct_name: str
+    names: list[str]
+    values: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    def encoded(self, split: str, pid: int) -> np.ndarray:
+        """Class indices (value - 1; -1 = unlabelled) of identity ``pid`` in ``split``."""
+        raw = self.values[split][pid]
+        return np.where(raw > 0, raw - 1, IGNORE).astype(np.int64)
+
+    def num_classes(self) -> list[int]:
+        """Number of classes per attribute (largest value seen in any split)."""
+        allv = np.concatenate([np.stack(list(v.values())) for v in self.values.values() if v])
+        return [int(max(2, allv[:, i].max())) for i in range(len(self.names))]
+
+    def require(self, split: str, pids, what: str = "dataset") -> None:
+        """Raise a clear error if some identities of ``what`` have no attributes in ``split``."""
+        missing = sorted(set(int(p) for p in pids) - set(self.values[split]))
+        if missing:
+            shown = ", ".join(f"{p:04d}" for p in missing[:20]) + (" ..." if len(missing) > 20 else "")
+            raise ValueError(f"attribute file {self.path}: split '{split}' has no entry for "
+                             f"{len(missing)} identities of {what}: {shown}")
+
+
+def load_attribute_mat(path: str) -> AttributeTable:
+    """Read an official-layout attribute ``.mat`` file by field name (see module docstring)."""
+    import scipy.io as sio
+
+    try:
+        mat = sio.loadmat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"attribute file not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 - scipy raises several types for bad files
+        raise ValueError(f"attribute file {path} is not a readable MATLAB file: {e}") from None
+    structs = [k for k in mat if not k.startswith("__")]
+    if len(structs) != 1:
+        raise ValueError(f"attribute file {path}: expected one struct, found {structs}")
+    name = structs[0]
+    top = mat[name]
+    if top.dtype.names is None or not {"train", "test"} <= set(top.dtype.names):
+        raise ValueError(f"attribute file {path}: struct '{name}' must have 'train' and 'test' fields")
+    table = None
+    for split in ("train", "test"):
+        s = top[split][0, 0]
+        fields = [f for f in s.dtype.names if f != "image_index"]
+        if "image_index" not in s.dtype.names:
+            raise ValueError(f"attribute file {path}: '{name}.{split}' has no image_index field")
+        if table is None:
+            table = AttributeTable(path=path, struct_name=name, names=fields)
+        elif set(fields) != set(table.names):
+            raise ValueError(f"attribute file {path}: train and test fields differ: "
+                             f"{sorted(set(fields) ^ set(table.names))}")
+        ids = [int(str(np.asarray(x).ravel()[0])) for x in s["image_index"][0, 0].ravel()]
+        cols = np.stack([np.asarray(s[f][0, 0]).ravel().astype(np.int64) for f in table.names], axis=1)
+        if cols.shape[0] != len(ids):
+            raise ValueError(f"attribute file {path}: '{split}' has {len(ids)} ids but {cols.shape[0]} values")
+        table.values[split] = {pid: cols[i] for i, pid in enumerate(ids)}
+    return table
