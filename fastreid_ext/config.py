@@ -17,7 +17,7 @@ from fastreid.config import get_cfg
 #: loss names each meta-architecture understands (FastReID ignores unknown names silently).
 KNOWN_LOSSES = {
     "Baseline": {"CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface"},
-    "HACNN": {"CrossEntropyLoss", "TripletLoss"},
+    "HACNNReID": {"CrossEntropyLoss", "TripletLoss"},
 }
 
 #: per-image fields a dataset can put in the batch besides images/targets/camids/img_paths.
@@ -60,6 +60,12 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.MODEL.HACNN.LEARN_REGION = True
     # use the local (hard attention) branch; False = global branch only (512-d feature)
     cfg.MODEL.HACNN.USE_LOCAL = True
+    # output channels of the three Inception + HarmAttn blocks (paper: 128, 256, 384)
+    cfg.MODEL.HACNN.CHANNELS = [128, 256, 384]
+    # number of hard-attention regions T (horizontal stripes of height 1/T)
+    cfg.MODEL.HACNN.NUM_REGIONS = 4
+    # channel-attention reduction ratio (squeeze-and-excitation style)
+    cfg.MODEL.HACNN.REDUCTION = 16
     return cfg
 
 

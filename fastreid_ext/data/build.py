@@ -26,7 +26,7 @@ def load_dataset(cfg, name: str, **kwargs):
     try:
         cls = DATASET_REGISTRY.get(name)
     except KeyError:
-        known = ", ".join(sorted(k for k, _ in DATASET_REGISTRY))
+        known = ", ".join(sorted(DATASET_REGISTRY._obj_map))
         raise KeyError(f"unknown dataset '{name}' in DATASETS; registered: {known}") from None
     try:
         return cls(root=root, **kwargs)

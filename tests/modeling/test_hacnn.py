@@ -197,23 +197,15 @@ def test_fixed_regions_variant():
 
 
 def test_from_config():
-    from fastreid.config import CfgNode as CN
-    from fastreid.config import get_cfg
+    from fastreid_ext.config import get_ext_cfg
 
-    cfg = get_cfg()
+    cfg = get_ext_cfg()
     cfg.MODEL.META_ARCHITECTURE = "HACNNReID"
     cfg.MODEL.BACKBONE.NAME = "build_hacnn_backbone"
     cfg.MODEL.HEADS.NUM_CLASSES = 751
     cfg.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "TripletLoss")
     cfg.INPUT.SIZE_TRAIN = [160, 64]
     cfg.INPUT.SIZE_TEST = [160, 64]
-    cfg.MODEL.HACNN = CN()
-    cfg.MODEL.HACNN.FEAT_DIM = 512
-    cfg.MODEL.HACNN.CHANNELS = [128, 256, 384]
-    cfg.MODEL.HACNN.NUM_REGIONS = 4
-    cfg.MODEL.HACNN.LEARN_REGION = True
-    cfg.MODEL.HACNN.USE_LOCAL = True
-    cfg.MODEL.HACNN.REDUCTION = 16
 
     from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 

@@ -452,11 +452,12 @@ class HACNN(nn.Module):
         return result
 
 
-def _hacnn_cfg_value(cfg, key, default):
-    node = getattr(cfg.MODEL, "HACNN", None)
-    if node is None or key not in node:
-        return default
-    return node[key]
+def _hacnn_cfg(cfg):
+    """``cfg.MODEL.HACNN`` (defaults live in :mod:`fastreid_ext.config`)."""
+    if "HACNN" not in cfg.MODEL:
+        raise KeyError("cfg.MODEL.HACNN is missing: build the config with "
+                       "fastreid_ext.config.get_ext_cfg() or add_ext_config(cfg)")
+    return cfg.MODEL.HACNN
 
 
 def _check_cfg_input_sizes(cfg) -> None:
@@ -475,22 +476,14 @@ def _check_cfg_input_sizes(cfg) -> None:
 
 @BACKBONE_REGISTRY.register()
 def build_hacnn_backbone(cfg) -> HACNN:
-    """Build :class:`HACNN` from ``cfg.MODEL.HACNN`` (missing keys fall back to the
-    defaults below). Raises ``ValueError`` if ``cfg.INPUT.SIZE_TRAIN``/``SIZE_TEST``
+    """Build :class:`HACNN` from ``cfg.MODEL.HACNN`` (keys and defaults in
+    :mod:`fastreid_ext.config`). Raises ``ValueError`` if ``cfg.INPUT.SIZE_TRAIN``/``SIZE_TEST``
     is not [160, 64].
-
-    Keys: FEAT_DIM (512), CHANNELS ([128, 256, 384]), NUM_REGIONS (4),
-    LEARN_REGION (True), USE_LOCAL (True), REDUCTION (16).
     """
     _check_cfg_input_sizes(cfg)
-    return HACNN(
-        channels=_hacnn_cfg_value(cfg, "CHANNELS", (128, 256, 384)),
-        feat_dim=_hacnn_cfg_value(cfg, "FEAT_DIM", 512),
-        num_regions=_hacnn_cfg_value(cfg, "NUM_REGIONS", 4),
-        learn_region=_hacnn_cfg_value(cfg, "LEARN_REGION", True),
-        use_local=_hacnn_cfg_value(cfg, "USE_LOCAL", True),
-        reduction=_hacnn_cfg_value(cfg, "REDUCTION", 16),
-    )
+    h = _hacnn_cfg(cfg)
+    return HACNN(channels=h.CHANNELS, feat_dim=h.FEAT_DIM, num_regions=h.NUM_REGIONS,
+                 learn_region=h.LEARN_REGION, use_local=h.USE_LOCAL, reduction=h.REDUCTION)
 
 
 # --------------------------------------------------------------------------- #
