@@ -54,6 +54,13 @@ P12 jaccard distance      ``utils/compute_dist.py: build_dist(..., search_option
 P13 batch collator        ``data/build.py: fast_batch_collator`` returns ``None`` for numpy arrays,
                           tuples or ``None`` fields, so a per-image field silently vanishes ->
                           :func:`strict_batch_collator` converts arrays and raises for the rest.
+P14 optimizer zero_grad   ``solver/build.py: build_optimizer(..., contiguous=True)`` links every
+                          parameter's ``.grad`` to a view of one flat buffer (``utils/params.py:
+                          ContiguousParams``), and ``engine/train_loop.py: optimizer.zero_grad()``
+                          now defaults to ``set_to_none=True`` (torch 2.0), which drops the
+                          buffer's ``.grad``: the optimizer then never steps and NOTHING TRAINS,
+                          silently (FastReID's ``assert_buffer_is_valid`` checks the views, not
+                          the buffer) -> such optimizers zero gradients in place.
 ========================  =====================================================================
 """
 
@@ -486,6 +493,34 @@ def _patch_collator():
     fbuild.fast_batch_collator = strict_batch_collator  # looked up when the loaders are built
 
 
+# --------------------------------------------------------------------------------------------
+# P14: contiguous-parameter optimizers must zero gradients in place
+# --------------------------------------------------------------------------------------------
+def _patch_optimizer():
+    import fastreid.engine.defaults as fdefaults
+    import fastreid.solver as fsolver
+    import fastreid.solver.build as fsb
+
+    orig = getattr(fsb.build_optimizer, "_orig", fsb.build_optimizer)
+
+    def build_optimizer(cfg, model, contiguous=True):
+        optimizer, params = orig(cfg, model, contiguous)
+        if contiguous:
+            zero_grad = optimizer.zero_grad
+
+            def zero_grad_in_place(set_to_none: bool = False):
+                # set_to_none=True would unlink the flat gradient buffer from the parameters
+                zero_grad(set_to_none=False)
+
+            optimizer.zero_grad = zero_grad_in_place
+        return optimizer, params
+
+    build_optimizer._orig = orig
+    build_optimizer.__doc__ = orig.__doc__
+    for mod in (fsb, fsolver, fdefaults):  # every name FastReID calls it by
+        mod.build_optimizer = build_optimizer
+
+
 def apply():
     """Apply every patch once. Called by ``import fastreid_ext``."""
     global _APPLIED
@@ -503,6 +538,7 @@ def apply():
         _patch_trainer()
         _patch_distances()
         _patch_collator()
+        _patch_optimizer()
     _APPLIED = True
 
 

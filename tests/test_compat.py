@@ -265,6 +265,26 @@ def test_p13_collator_converts_arrays_and_refuses_silent_drops():
     assert fbuild.fast_batch_collator is compat.strict_batch_collator
 
 
+def test_p14_fastreid_optimizer_actually_updates_parameters():
+    from fastreid.engine.defaults import DefaultTrainer
+
+    from fastreid_ext.config import get_ext_cfg
+
+    cfg = get_ext_cfg()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    for opt_name in ("Adam", "SGD"):
+        cfg.SOLVER.OPT = opt_name
+        optimizer, params = DefaultTrainer.build_optimizer(cfg, model)  # contiguous params
+        w0 = model[0].weight.detach().clone()
+        for _ in range(3):  # the loop SimpleTrainer.run_step runs
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            params.assert_buffer_is_valid()
+        assert not torch.allclose(w0, model[0].weight), f"{opt_name} did not update the weights"
+
+
 def test_apply_is_idempotent():
     from fastreid.modeling.meta_arch.baseline import Baseline
 
