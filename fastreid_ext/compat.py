@@ -20,11 +20,14 @@ P4  Baseline.preprocess   ``meta_arch/baseline.py: images.sub_(self.pixel_mean).
                           the batch in place, so flip-test (``evaluation/evaluator.py: inputs
                           ["images"].flip(dims=[3])``) normalised twice; also images were only on
                           the model's device because DataLoaderX moved them -> out-of-place
-                          normalisation on ``self.device``.
+                          normalisation on ``self.device``; flip-test runs through
+                          :class:`FlipAverage`, which also averages dict outputs.
 P5  ReidEvaluator         ``reid_evaluation.py: _compile_dependencies`` runs ``make`` inside
                           site-packages and ``sys.exit(1)`` on failure -> never compiles; uses the
                           Cython ranker when importable (FastReID's own or the one
-                          :func:`build_cython_ranker` put in the user cache), else Python.
+                          :func:`build_cython_ranker` put in the user cache), else Python;
+                          ``process`` also takes dict outputs (``outputs["features"]``), the
+                          eval output of fastreid-ext models that predict more than a feature.
 P6  evaluate_rank         ``evaluation/rank.py: eval_market1501`` builds ``np.asarray(all_cmc)``
                           from rows of different lengths ("inhomogeneous shape") when a query
                           keeps < 50 gallery images, and both rankers return fewer than 10 CMC
@@ -165,6 +168,48 @@ def _preprocess_image(self, batched_inputs):
         raise TypeError(f"batched_inputs must be dict or torch.Tensor, got {type(batched_inputs)}")
     images = images.to(self.device, non_blocking=True)
     return (images - self.pixel_mean) / self.pixel_std
+
+
+def _average(a, b):
+    """Mean of two model outputs: tensors, or dicts / lists / tuples of them (None stays None)."""
+    if isinstance(a, torch.Tensor):
+        return (a + b) / 2
+    if isinstance(a, dict):
+        return {k: _average(a[k], b[k]) for k in a}
+    if isinstance(a, (list, tuple)):
+        return type(a)(_average(x, y) for x, y in zip(a, b))
+    return a
+
+
+class FlipAverage(torch.nn.Module):
+    """Eval-time wrapper: the mean of the model's outputs on the images and their mirror images."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        out = self.model(inputs)
+        flipped = dict(inputs, images=inputs["images"].flip(dims=[3]))
+        return _average(out, self.model(flipped))
+
+
+def _patch_flip_test():
+    import fastreid.engine.defaults as fdefaults
+    import fastreid.evaluation as fevaluation
+    import fastreid.evaluation.evaluator as fevaluator
+
+    orig = getattr(fevaluator.inference_on_dataset, "_orig", fevaluator.inference_on_dataset)
+
+    def inference_on_dataset(model, data_loader, evaluator, flip_test=False):
+        if flip_test:  # evaluator.py: `(outputs + flip_outputs) / 2` fails for dict outputs
+            model = FlipAverage(model)
+        return orig(model, data_loader, evaluator, flip_test=False)
+
+    inference_on_dataset._orig = orig
+    inference_on_dataset.__doc__ = orig.__doc__
+    for mod in (fevaluator, fevaluation, fdefaults):
+        mod.inference_on_dataset = inference_on_dataset
 
 
 def _patch_baseline():
@@ -311,6 +356,17 @@ def _patch_evaluation():
                         "(build it with `python -m fastreid_ext.compat --build-ranker`).")
 
     ReidEvaluator._compile_dependencies = _compile_dependencies
+
+    orig_process = getattr(ReidEvaluator.process, "_orig", ReidEvaluator.process)
+
+    def process(self, inputs, outputs):
+        # models that also predict attributes return {"features": ..., ...} in eval mode
+        if isinstance(outputs, dict):
+            outputs = outputs["features"]
+        return orig_process(self, inputs, outputs)
+
+    process._orig = orig_process
+    ReidEvaluator.process = process
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,6 +587,7 @@ def apply():
         warnings.simplefilter("ignore")  # fastreid.evaluation.rank warns about Cython at import
         _patch_dataloader()
         _patch_baseline()
+        _patch_flip_test()
         _patch_evaluation()
         _patch_amp()
         _patch_checkpoint()

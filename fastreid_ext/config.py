@@ -18,6 +18,8 @@ from fastreid.config import get_cfg
 KNOWN_LOSSES = {
     "Baseline": {"CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface"},
     "HACNNReID": {"CrossEntropyLoss", "TripletLoss"},
+    "APR": {"CrossEntropyLoss", "TripletLoss"},
+    "AANet": {"CrossEntropyLoss", "TripletLoss"},
 }
 
 #: per-image fields a dataset can put in the batch besides images/targets/camids/img_paths.
@@ -51,6 +53,32 @@ def add_ext_config(cfg: CN) -> CN:
     # ---------------------------------------------------------------- training loop
     # iterations between log lines / metrics.json / tensorboard writes (FastReID hard-codes 200)
     cfg.SOLVER.LOG_PERIOD = 20
+
+    # attribute annotation file for the *Attr datasets; "" = the dataset's default location
+    cfg.DATASETS.ATTRIBUTE_FILE = ""
+
+    # ---------------------------------------------------------------- attributes (APR, AANet)
+    cfg.MODEL.ATTRIBUTES = CN()
+    # attribute fields of the batch's `attributes`, in order; [] = the training set's attribute file
+    cfg.MODEL.ATTRIBUTES.FIELDS = []
+    # one 8-/9-way head per colour group instead of one binary head per colour field
+    cfg.MODEL.ATTRIBUTES.GROUP_COLOURS = False
+
+    # ---------------------------------------------------------------- APR (issue 3)
+    cfg.MODEL.APR = CN()
+    # lambda: weight of the identity loss in lambda * L_id + mean_j L_att_j (paper: 8)
+    cfg.MODEL.APR.ID_WEIGHT = 8.0
+    # use the Attribute Re-weighting Module (False: plain concatenation of attribute scores)
+    cfg.MODEL.APR.ARM = True
+
+    # ---------------------------------------------------------------- AANet (issue 3)
+    cfg.MODEL.AANET = CN()
+    # number of body parts of the Part Feature Network
+    cfg.MODEL.AANET.NUM_PARTS = 6
+    # channels after the 1x1 reduction in GFN / PFN / AFN
+    cfg.MODEL.AANET.REDUCTION_DIM = 256
+    # learn homoscedastic-uncertainty task weights (False: plain sum of the task losses)
+    cfg.MODEL.AANET.UNCERTAINTY = True
 
     # ---------------------------------------------------------------- HA-CNN (issue 4)
     cfg.MODEL.HACNN = CN()

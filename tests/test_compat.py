@@ -93,6 +93,28 @@ def test_p4_preprocess_out_of_place_and_flip_test_normalises_once():
     assert torch.allclose(got, (feat + flipped) / 2, atol=1e-5)
 
 
+def test_p4_flip_test_averages_dict_outputs():
+    class M(torch.nn.Module):
+        def forward(self, inputs):
+            x = inputs["images"]
+            return {"features": x[:, 0, 0, :], "attributes": [x[:, 0, 0, :1]]}
+
+    x = torch.arange(6.).view(1, 1, 2, 3)
+    out = compat.FlipAverage(M())({"images": x})
+    assert torch.allclose(out["features"], torch.tensor([[1., 1., 1.]]))
+    assert torch.allclose(out["attributes"][0], torch.tensor([[1.]]))
+    assert torch.equal(x, torch.arange(6.).view(1, 1, 2, 3))
+
+
+def test_p5_evaluator_accepts_dict_outputs():
+    from fastreid.evaluation import ReidEvaluator
+
+    ev = ReidEvaluator(cfg=None, num_query=1)
+    ev.process({"targets": torch.tensor([1]), "camids": torch.tensor([0])},
+               {"features": torch.ones(1, 4), "attributes": [torch.ones(1, 2)]})
+    assert ev._predictions[0]["feats"].shape == (1, 4)
+
+
 def test_p5_evaluator_never_compiles_or_exits(monkeypatch):
     from fastreid.evaluation import ReidEvaluator
     import fastreid.evaluation.reid_evaluation as re_mod

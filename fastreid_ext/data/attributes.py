@@ -86,3 +86,88 @@ def load_attribute_mat(path: str) -> AttributeTable:
             raise ValueError(f"attribute file {path}: '{split}' has {len(ids)} ids but {cols.shape[0]} values")
         table.values[split] = {pid: cols[i] for i, pid in enumerate(ids)}
     return table
+
+
+# ------------------------------------------------------------------------------------------------
+# Attribute heads: how the per-field labels in a batch become classification targets
+# ------------------------------------------------------------------------------------------------
+#: fields with more than two classes (value range 1..K in the files)
+MULTICLASS = {"age": 4}
+
+
+@dataclass(frozen=True)
+class AttributeHead:
+    """One attribute classifier: ``name``, ``num_classes`` and the file fields it reads.
+
+    A plain head reads one field (class = encoded value). A colour-group head reads K one-hot
+    "yes/no" fields (e.g. the 8 ``up*`` fields) and its class is the index of the single "yes";
+    zero or several "yes" (Duke's colour groups are not strictly one-hot) -> ignored (-1).
+    """
+
+    name: str
+    num_classes: int
+    fields: tuple
+
+    @property
+    def is_group(self) -> bool:
+        return len(self.fields) > 1
+
+
+class AttributeSchema:
+    """Maps per-field labels (the batch's ``attributes``, (B, F) int64, -1 = unlabelled) to the
+    targets of each attribute head.
+
+    ``group_colours=False``: one head per field (Market: 27 heads, age 4-way, the rest binary; the
+    APR paper's setting). ``group_colours=True``: the ``up*`` / ``down*`` colour fields become one
+    8-way / 9-way head each (Market: the 12 attributes of the official protocol).
+    """
+
+    COLOUR_PREFIXES = ("up", "down")
+    NOT_COLOURS = {"up", "down"}  # Market's sleeve / lower-body length fields
+
+    def __init__(self, fields, group_colours: bool = False):
+        self.fields = list(fields)
+        self.group_colours = group_colours
+        heads, grouped = [], {p: [] for p in self.COLOUR_PREFIXES}
+        for f in self.fields:
+            prefix = next((p for p in self.COLOUR_PREFIXES if f.startswith(p) and f not in self.NOT_COLOURS), None)
+            if group_colours and prefix is not None:
+                grouped[prefix].append(f)
+            else:
+                heads.append(AttributeHead(f, MULTICLASS.get(f, 2), (f,)))
+        for p, fs in grouped.items():
+            if fs:
+                heads.append(AttributeHead(f"{p}color", len(fs), tuple(fs)))
+        self.heads = heads
+        self._index = {f: i for i, f in enumerate(self.fields)}
+
+    @property
+    def names(self) -> list[str]:
+        return [h.name for h in self.heads]
+
+    @property
+    def num_classes(self) -> list[int]:
+        return [h.num_classes for h in self.heads]
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def targets(self, attributes):
+        """(B, F) per-field labels -> (B, H) head targets, -1 where ignored (torch or numpy)."""
+        import torch
+
+        attributes = torch.as_tensor(attributes)
+        if attributes.dim() != 2 or attributes.size(1) != len(self.fields):
+            raise ValueError(f"attributes of shape {tuple(attributes.shape)} do not match the schema's "
+                             f"{len(self.fields)} fields {self.fields}")
+        cols = []
+        for h in self.heads:
+            idx = [self._index[f] for f in h.fields]
+            if not h.is_group:
+                cols.append(attributes[:, idx[0]])
+                continue
+            sub = attributes[:, idx]
+            yes = sub == 1
+            single = yes.sum(1) == 1
+            cols.append(torch.where(single, yes.float().argmax(1), torch.full_like(sub[:, 0], IGNORE)))
+        return torch.stack(cols, 1).long()

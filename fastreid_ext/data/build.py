@@ -74,3 +74,17 @@ def build_test_loader(cfg, name: str):
     test_set, num_query = build_test_set(cfg, name)
     return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
                                   num_query=num_query, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+def attribute_fields(cfg) -> list[str]:
+    """Attribute field names of the batch's ``attributes``: MODEL.ATTRIBUTES.FIELDS, else those of
+    the first training dataset that has an attribute file."""
+    if cfg.MODEL.ATTRIBUTES.FIELDS:
+        return list(cfg.MODEL.ATTRIBUTES.FIELDS)
+    for name in cfg.DATASETS.NAMES:
+        table = getattr(load_dataset(cfg, name), "attributes", None)
+        if table is not None:
+            return list(table.names)
+    raise ValueError(f"no attribute fields: none of DATASETS.NAMES {list(cfg.DATASETS.NAMES)} has an "
+                     "attribute file; use an attribute dataset (e.g. Market1501Attr, SyntheticMarket) "
+                     "or set MODEL.ATTRIBUTES.FIELDS")

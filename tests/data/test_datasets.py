@@ -157,3 +157,37 @@ def test_synthetic_attribute_file_has_the_real_layout(synthetic_root, real_attr)
     assert ours.struct_name == real.struct_name
     assert set(ours.names) == set(real.names)
     assert ours.num_classes() == [real.num_classes()[real.names.index(n)] for n in ours.names]
+
+
+def test_attribute_schema_heads_and_targets():
+    from fastreid_ext.data.attributes import AttributeSchema
+    from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
+
+    flat = AttributeSchema(MARKET_ATTRIBUTES)
+    assert len(flat) == 27 and flat.num_classes[flat.names.index("age")] == 4
+    grouped = AttributeSchema(MARKET_ATTRIBUTES, group_colours=True)
+    assert sorted(grouped.names) == sorted(["age", "backpack", "bag", "handbag", "clothes", "down", "up",
+                                            "hair", "hat", "gender", "upcolor", "downcolor"])
+    assert dict(zip(grouped.names, grouped.num_classes))["upcolor"] == 8
+    assert dict(zip(grouped.names, grouped.num_classes))["downcolor"] == 9
+    row = torch.zeros(3, 27, dtype=torch.long)
+    ups = [i for i, f in enumerate(MARKET_ATTRIBUTES) if f.startswith("up") and f != "up"]
+    row[0, ups[2]] = 1               # exactly one upper colour -> that class
+    row[1, ups[0]] = row[1, ups[1]] = 1  # two colours -> ignored
+    row[2, MARKET_ATTRIBUTES.index("age")] = -1  # unlabelled stays ignored
+    t = grouped.targets(row)
+    up = grouped.names.index("upcolor")
+    assert t[0, up] == 2 and t[1, up] == -1 and t[2, up] == -1
+    assert t[2, grouped.names.index("age")] == -1
+    with pytest.raises(ValueError, match="27 fields"):
+        grouped.targets(torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_attribute_schema_on_real_duke_fields(real_attr):
+    from fastreid_ext.data.attributes import AttributeSchema, load_attribute_mat
+
+    t = load_attribute_mat(str(real_attr / "duke_attribute.mat"))
+    s = AttributeSchema(t.names, group_colours=True)
+    assert dict(zip(s.names, s.num_classes)) == {**{n: 2 for n in ["backpack", "bag", "handbag", "boots", "gender",
+                                                                  "hat", "shoes", "top"]},
+                                                 "upcolor": 8, "downcolor": 7}
