@@ -52,3 +52,23 @@ def make_cfg(config_file=None, opts=()):
     cfg = get_ext_cfg()
     merge_checked(cfg, str(REPO / config_file) if config_file else "", list(opts))
     return cfg
+
+
+def random_feature_metrics(cfg, seeds=5):
+    """Rank-1 / mAP of random features on the configured test set (the chance baseline)."""
+    import numpy as np
+    import torch
+    from fastreid.evaluation import ReidEvaluator
+
+    from fastreid_ext.data import build_test_set
+
+    test_set, num_query = build_test_set(cfg, cfg.DATASETS.TESTS[0])
+    pids = torch.tensor([it[1] for it in test_set.img_items])
+    cams = torch.tensor([it[2] for it in test_set.img_items])
+    out = []
+    for s in range(seeds):
+        ev = ReidEvaluator(cfg, num_query)
+        ev.process({"targets": pids, "camids": cams}, torch.randn(len(pids), 64, generator=torch.Generator().manual_seed(s)))
+        r = ev.evaluate()
+        out.append((r["Rank-1"], r["mAP"]))
+    return np.mean(out, axis=0)

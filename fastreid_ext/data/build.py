@@ -28,6 +28,8 @@ def load_dataset(cfg, name: str, **kwargs):
     except KeyError:
         known = ", ".join(sorted(DATASET_REGISTRY._obj_map))
         raise KeyError(f"unknown dataset '{name}' in DATASETS; registered: {known}") from None
+    if cfg.DATASETS.ATTRIBUTE_FILE:  # read by the *Attr datasets; other datasets ignore it
+        kwargs.setdefault("attribute_file", cfg.DATASETS.ATTRIBUTE_FILE)
     try:
         return cls(root=root, **kwargs)
     except RuntimeError as e:  # FastReID's check_before_run: '"<dir>" is not found'

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, make_cfg
+from conftest import REPO, make_cfg, random_feature_metrics
 
 
 def _train(cfg):
@@ -23,24 +23,6 @@ def _train(cfg):
 def _losses(output_dir):
     rows = [json.loads(line) for line in open(output_dir / "metrics.json")]
     return [r["total_loss"] for r in rows if "total_loss" in r]
-
-
-def random_feature_metrics(cfg, seeds=5):
-    """Rank-1 / mAP of random features on the configured test set (the chance baseline)."""
-    from fastreid.evaluation import ReidEvaluator
-
-    from fastreid_ext.data import build_test_set
-
-    test_set, num_query = build_test_set(cfg, cfg.DATASETS.TESTS[0])
-    pids = torch.tensor([it[1] for it in test_set.img_items])
-    cams = torch.tensor([it[2] for it in test_set.img_items])
-    out = []
-    for s in range(seeds):
-        ev = ReidEvaluator(cfg, num_query)
-        ev.process({"targets": pids, "camids": cams}, torch.randn(len(pids), 64, generator=torch.Generator().manual_seed(s)))
-        r = ev.evaluate()
-        out.append((r["Rank-1"], r["mAP"]))
-    return np.mean(out, axis=0)
 
 
 def test_synthetic_train_eval_beats_random_features(synthetic_root, tmp_path):

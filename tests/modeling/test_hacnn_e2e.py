@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from conftest import REPO, make_cfg
+from conftest import REPO, make_cfg, random_feature_metrics
 
 
 def _train(cfg):
@@ -23,8 +23,6 @@ def _losses(out):
 
 
 def test_hacnn_trains_and_evaluates_on_synthetic(synthetic_root, tmp_path):
-    from test_train_e2e import random_feature_metrics
-
     cfg = make_cfg("configs/Synthetic/hacnn.yml", [
         "DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "6",
         "TEST.EVAL_PERIOD", "6", "SOLVER.LOG_PERIOD", "5", "DATALOADER.NUM_WORKERS", "0"])
