@@ -64,6 +64,10 @@ P14 optimizer zero_grad   ``solver/build.py: build_optimizer(..., contiguous=Tru
                           buffer's ``.grad``: the optimizer then never steps and NOTHING TRAINS,
                           silently (FastReID's ``assert_buffer_is_valid`` checks the views, not
                           the buffer) -> such optimizers zero gradients in place.
+P15 CommonMetricPrinter   ``utils/events.py: (time.perf_counter() - self._last_write[1]) /
+                          (iteration - self._last_write[0])`` divides by zero when the periodic
+                          writer fires after the step and again after the epoch at the same
+                          iteration (one-iteration epochs) -> the repeated write is skipped.
 ========================  =====================================================================
 """
 
@@ -577,6 +581,24 @@ def _patch_optimizer():
         mod.build_optimizer = build_optimizer
 
 
+# --------------------------------------------------------------------------------------------
+# P15: metric printer called twice at one iteration
+# --------------------------------------------------------------------------------------------
+def _patch_metric_printer():
+    from fastreid.utils import events
+
+    orig = getattr(events.CommonMetricPrinter.write, "_orig", events.CommonMetricPrinter.write)
+
+    def write(self):
+        last = getattr(self, "_last_write", None)
+        if last is not None and last[0] == events.get_event_storage().iter:
+            return  # already written at this iteration (after_step, then after_epoch)
+        return orig(self)
+
+    write._orig = orig
+    events.CommonMetricPrinter.write = write
+
+
 def apply():
     """Apply every patch once. Called by ``import fastreid_ext``."""
     global _APPLIED
@@ -596,6 +618,7 @@ def apply():
         _patch_distances()
         _patch_collator()
         _patch_optimizer()
+        _patch_metric_printer()
     _APPLIED = True
 
 

@@ -70,6 +70,10 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.MODEL.APR.ID_WEIGHT = 8.0
     # use the Attribute Re-weighting Module (False: plain concatenation of attribute scores)
     cfg.MODEL.APR.ARM = True
+    # ARM input a': "positive" = P(second class) of each 2-way head + all K probs of K>2-way heads; "all" = every class prob
+    cfg.MODEL.APR.ARM_INPUT = "positive"
+    # retrieval feature at test: "global" (the paper's CNN embedding) or "global_attr" ([global, re-weighted a])
+    cfg.MODEL.APR.TEST_FEATURE = "global"
 
     # ---------------------------------------------------------------- AANet (issue 3)
     cfg.MODEL.AANET = CN()

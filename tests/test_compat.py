@@ -307,6 +307,19 @@ def test_p14_fastreid_optimizer_actually_updates_parameters():
         assert not torch.allclose(w0, model[0].weight), f"{opt_name} did not update the weights"
 
 
+def test_p15_metric_printer_twice_at_one_iteration():
+    from fastreid.utils.events import CommonMetricPrinter, EventStorage
+
+    printer = CommonMetricPrinter(max_iter=10)
+    with EventStorage(3) as storage:
+        storage.epoch = 0  # the trainer sets it
+        storage.put_scalar("total_loss", 1.0)
+        printer.write()
+        printer.write()  # FastReID: ZeroDivisionError
+        storage.iter = 4
+        printer.write()
+
+
 def test_apply_is_idempotent():
     from fastreid.modeling.meta_arch.baseline import Baseline
 

@@ -169,9 +169,9 @@ def attribute_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor) -> tor
     total = logits[0].new_zeros(())
     for j, lg in enumerate(logits):
         t = targets[:, j]
-        n = int((t != IGNORE).sum())
+        n = (t != IGNORE).sum().clamp_min(1)
         head = F.cross_entropy(lg, t, ignore_index=IGNORE, reduction="sum")
-        total = total + head / max(n, 1)
+        total = total + head / n
     return total / len(logits)
 
 
@@ -238,7 +238,6 @@ class APRHead(nn.Module):
         arm_input: str = "positive",
         test_feature: str = "global",
     ):
-        """NOTE: APR head (experimental interface, like FastReID's heads)."""
         super().__init__()
         attr_num_classes = [int(k) for k in attr_num_classes]
         if not attr_num_classes or min(attr_num_classes) < 2:
@@ -267,13 +266,11 @@ class APRHead(nn.Module):
 
         # global feature: pooling -> (1x1 reduction) -> (BN neck), as FastReID's EmbeddingHead
         self.pool_layer = getattr(pooling, pool_type)()
-        neck = []
+        self.reduction = None
         if embedding_dim > 0:
-            neck.append(nn.Conv2d(feat_dim, embedding_dim, 1, 1, bias=False))
+            self.reduction = nn.Conv2d(feat_dim, embedding_dim, 1, 1, bias=False)
             feat_dim = embedding_dim
-        if with_bnneck:
-            neck.append(get_norm(norm_type, feat_dim, bias_freeze=True))
-        self.bottleneck = nn.Sequential(*neck)
+        self.bottleneck = nn.Sequential(get_norm(norm_type, feat_dim, bias_freeze=True)) if with_bnneck else nn.Sequential()
         self.feat_dim = int(feat_dim)
 
         # M attribute classifiers f_{A_j}
@@ -292,6 +289,8 @@ class APRHead(nn.Module):
 
     def reset_parameters(self) -> None:
         self.bottleneck.apply(weights_init_kaiming)
+        if self.reduction is not None:
+            self.reduction.apply(weights_init_kaiming)
         for clf in self.attr_classifiers:
             nn.init.normal_(clf.weight, std=0.001)
             nn.init.zeros_(clf.bias)
@@ -333,10 +332,12 @@ class APRHead(nn.Module):
         if features.dim() != 4:
             raise ValueError(f"APRHead expects a backbone map (B, C, H, W), got {tuple(features.shape)}")
         pool_feat = self.pool_layer(features)
+        if self.reduction is not None:
+            pool_feat = self.reduction(pool_feat)
         neck_feat = self.bottleneck(pool_feat)[..., 0, 0]
         pool_feat = pool_feat[..., 0, 0]
 
-        attr_logits = [clf(neck_feat) for clf in self.attr_classifiers]
+        attr_logits = [clf(pool_feat) for clf in self.attr_classifiers]
         probs = [F.softmax(lg, dim=1) for lg in attr_logits]
         scores = attribute_scores(probs, self.arm_input)  # a'
         reweighted = self.arm(scores) if self.arm is not None else scores  # a
@@ -348,7 +349,7 @@ class APRHead(nn.Module):
         if self.weight is None:
             raise ValueError("APRHead: cannot train with num_classes = 0 (cfg.MODEL.HEADS.NUM_CLASSES)")
         x = torch.cat([neck_feat, reweighted], dim=1)
-        if isinstance(self.cls_layer, any_softmax.Linear) and type(self.cls_layer) is any_softmax.Linear:
+        if type(self.cls_layer) is any_softmax.Linear:
             logits = F.linear(x, self.weight)
         else:
             logits = F.linear(F.normalize(x), F.normalize(self.weight))
@@ -393,7 +394,6 @@ class APR(nn.Module):
         id_weight: float = 8.0,
         loss_kwargs: Optional[dict] = None,
     ):
-        """NOTE: APR meta-architecture (experimental interface, like FastReID's)."""
         super().__init__()
         if not isinstance(heads, APRHead):
             raise ValueError(f"APR needs an APRHead, got {type(heads).__name__}")
