@@ -84,6 +84,11 @@ def add_ext_config(cfg: CN) -> CN:
     # learn homoscedastic-uncertainty task weights (False: plain sum of the task losses)
     cfg.MODEL.AANET.UNCERTAINTY = True
 
+    # ---------------------------------------------------------------- attribute evaluation
+    cfg.TEST.ATTRIBUTES = CN()
+    # report attribute metrics (Market protocol, mA, instance F1) when batches carry attributes
+    cfg.TEST.ATTRIBUTES.ENABLED = True
+
     # ---------------------------------------------------------------- HA-CNN (issue 4)
     cfg.MODEL.HACNN = CN()
     # dimension of the global and of the local feature (the test feature is twice this)

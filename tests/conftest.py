@@ -72,3 +72,21 @@ def random_feature_metrics(cfg, seeds=5):
         r = ev.evaluate()
         out.append((r["Rank-1"], r["mAP"]))
     return np.mean(out, axis=0)
+
+
+def train(cfg):
+    """Train with fastreid-ext's trainer (FastReID's loop and hooks); returns (trainer, eval results)."""
+    from fastreid_ext.engine import ExtTrainer
+
+    cfg.freeze()
+    trainer = ExtTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    return trainer, trainer.train()
+
+
+def logged_losses(output_dir):
+    """``total_loss`` values FastReID's JSON writer logged to ``output_dir/metrics.json``."""
+    import json
+
+    rows = [json.loads(line) for line in open(Path(output_dir) / "metrics.json")]
+    return [r["total_loss"] for r in rows if "total_loss" in r]

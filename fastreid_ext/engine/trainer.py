@@ -2,6 +2,8 @@
 
 It changes only what FastReID lets a subclass change (the build_* hooks and the hook list):
 datasets under ``DATASETS.ROOT`` with per-image extra fields (:mod:`fastreid_ext.data.build`),
+attribute metrics beside Rank-k/mAP when batches carry attributes
+(:class:`~fastreid_ext.evaluation.attr_evaluation.AttrReidEvaluator`),
 atomic checkpoints with a corrupt-checkpoint fallback on ``--resume``
 (:class:`~fastreid_ext.engine.checkpoint.SafeCheckpointer`), and ``SOLVER.LOG_PERIOD`` for the
 metric writers. The training loop, evaluator, hooks and event storage are FastReID's.
@@ -14,7 +16,9 @@ import logging
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.evaluation import ReidEvaluator
 
-from ..data.build import build_test_loader, build_train_loader
+from ..data.attributes import AttributeSchema
+from ..data.build import attribute_fields, build_test_loader, build_train_loader
+from ..evaluation.attr_evaluation import AttrReidEvaluator
 from .checkpoint import SafeCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -45,4 +49,7 @@ class ExtTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
+        if "attributes" in cfg.INPUT.EXTRA_FIELDS and cfg.TEST.ATTRIBUTES.ENABLED:
+            schema = AttributeSchema(attribute_fields(cfg), cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
+            return data_loader, AttrReidEvaluator(cfg, num_query, schema, output_dir)
         return data_loader, ReidEvaluator(cfg, num_query, output_dir)

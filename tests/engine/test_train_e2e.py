@@ -1,6 +1,5 @@
 """End-to-end: FastReID's trainer + evaluator through fastreid-ext on CPU, synthetic and real data."""
 
-import json
 import subprocess
 import sys
 
@@ -8,21 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, make_cfg, random_feature_metrics
-
-
-def _train(cfg):
-    from fastreid_ext.engine import ExtTrainer
-
-    cfg.freeze()
-    trainer = ExtTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    return trainer, trainer.train()
-
-
-def _losses(output_dir):
-    rows = [json.loads(line) for line in open(output_dir / "metrics.json")]
-    return [r["total_loss"] for r in rows if "total_loss" in r]
+from conftest import REPO, make_cfg, random_feature_metrics, logged_losses, train
 
 
 def test_synthetic_train_eval_beats_random_features(synthetic_root, tmp_path):
@@ -31,10 +16,10 @@ def test_synthetic_train_eval_beats_random_features(synthetic_root, tmp_path):
         "SOLVER.MAX_EPOCH", "8", "SOLVER.STEPS", "[6]", "SOLVER.WARMUP_ITERS", "10",
         "SOLVER.CHECKPOINT_PERIOD", "4", "TEST.EVAL_PERIOD", "8", "SOLVER.LOG_PERIOD", "5",
         "DATALOADER.NUM_WORKERS", "0"])
-    trainer, results = _train(cfg)
+    trainer, results = train(cfg)
     rand_r1, rand_map = random_feature_metrics(cfg)
     assert trainer.max_iter >= 40
-    losses = _losses(tmp_path)
+    losses = logged_losses(tmp_path)
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     assert results["Rank-1"] > rand_r1 + 15, (results, rand_r1)
     assert results["mAP"] > rand_map + 5, (results, rand_map)
@@ -74,8 +59,8 @@ def test_real_mini_market_train_eval(mini_market_root, tmp_path):
         "DATASETS.ROOT", str(mini_market_root), "OUTPUT_DIR", str(tmp_path),
         "SOLVER.MAX_EPOCH", "20", "TEST.EVAL_PERIOD", "20", "SOLVER.LOG_PERIOD", "2",
         "DATALOADER.NUM_WORKERS", "0"])
-    trainer, results = _train(cfg)
-    losses = _losses(tmp_path)
+    trainer, results = train(cfg)
+    losses = logged_losses(tmp_path)
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     assert set(results) >= {"Rank-1", "Rank-5", "Rank-10", "mAP", "mINP"}
     assert 0 <= results["mAP"] <= 100

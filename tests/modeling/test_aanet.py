@@ -33,11 +33,17 @@ def _model(opts=(), config="configs/Synthetic/aanet_R18.yml"):
     return build_model(make_cfg(config, SMALL + list(opts)))
 
 
-def _batch(b=6, h=96, w=32, num_fields=27, seed=0):
+def _batch(b=6, h=96, w=32, seed=0):
+    """A training batch with Market attributes: binary fields random, colours one-hot per group."""
     g = torch.Generator().manual_seed(seed)
-    attrs = torch.randint(0, 2, (b, num_fields), generator=g)
-    attrs[0, 0] = 3  # age is 4-way
-    attrs[1, 5] = -1  # one unlabelled field
+    fields = list(MARKET_ATTRIBUTES)
+    attrs = torch.randint(0, 2, (b, len(fields)), generator=g)
+    for prefix in ("up", "down"):
+        cols = [i for i, f in enumerate(fields) if f.startswith(prefix) and f != prefix]
+        attrs[:, cols] = 0
+        attrs[torch.arange(b), torch.tensor(cols)[torch.randint(0, len(cols), (b,), generator=g)]] = 1
+    attrs[0, fields.index("age")] = 3  # age is 4-way
+    attrs[1, fields.index("hat")] = -1  # one unlabelled field
     return {"images": torch.rand(b, 3, h, w, generator=g) * 255, "targets": torch.arange(b) % 5,
             "camids": torch.zeros(b, dtype=torch.long), "img_paths": [f"{i}.jpg" for i in range(b)],
             "attributes": attrs}
@@ -96,7 +102,7 @@ def _body_map(rows, b=1, c=64, h=24, w=8, seed=0):
 
 
 def test_pfn_parts_follow_the_body_not_a_fixed_split():
-    x = torch.cat([_body_map((6, 17)), torch.rand(1, 64, 24, 8) + 0.5])  # body on rows 6..17; full map
+    x = torch.cat([_body_map((6, 17)), torch.ones(1, 64, 24, 8)])  # body on rows 6..17; a flat full map
     bounds, weights = locate_parts(x, 6)
     assert bounds[0].tolist() == pytest.approx([6, 8, 10, 12, 14, 16, 18])  # 2 rows per part in 6..17
     assert weights[0, :, :6].abs().sum() == 0 and weights[0, :, 18:].abs().sum() == 0
@@ -160,7 +166,7 @@ def test_real_attribute_files_fields_are_all_mapped():
 def test_merge_and_threshold_by_hand():
     cams = torch.tensor([[[[0.2, 0.0], [0.0, 0.0]], [[0.0, 0.9], [0.1, 0.0]]]])
     # max -> [[.2, .9], [.1, 0]], mean .3 -> only .9 survives
-    assert merge_and_threshold(cams).tolist() == pytest.approx([[[0.0, 0.9], [0.0, 0.0]]])
+    assert torch.allclose(merge_and_threshold(cams), torch.tensor([[[0.0, 0.9], [0.0, 0.0]]]))
     assert merge_and_threshold(torch.zeros(2, 0, 3, 3)).shape == (2, 3, 3)
 
 

@@ -1,33 +1,17 @@
 """HA-CNN through FastReID's trainer/evaluator: synthetic set, real mini Market, attention pictures."""
 
-import json
-
 import numpy as np
 import torch
 
-from conftest import REPO, make_cfg, random_feature_metrics
-
-
-def _train(cfg):
-    from fastreid_ext.engine import ExtTrainer
-
-    cfg.freeze()
-    trainer = ExtTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    return trainer, trainer.train()
-
-
-def _losses(out):
-    rows = [json.loads(x) for x in open(out / "metrics.json")]
-    return [r["total_loss"] for r in rows if "total_loss" in r]
+from conftest import REPO, make_cfg, random_feature_metrics, logged_losses, train
 
 
 def test_hacnn_trains_and_evaluates_on_synthetic(synthetic_root, tmp_path):
     cfg = make_cfg("configs/Synthetic/hacnn.yml", [
         "DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "6",
         "TEST.EVAL_PERIOD", "6", "SOLVER.LOG_PERIOD", "5", "DATALOADER.NUM_WORKERS", "0"])
-    trainer, results = _train(cfg)
-    losses = _losses(tmp_path)
+    trainer, results = train(cfg)
+    losses = logged_losses(tmp_path)
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     rand_r1, _ = random_feature_metrics(cfg)
     assert results["Rank-1"] > rand_r1 + 10, (results, rand_r1)
@@ -41,8 +25,8 @@ def test_hacnn_on_real_mini_market(mini_market_root, tmp_path):
     cfg = make_cfg("configs/MiniMarket/hacnn.yml", [
         "DATASETS.ROOT", str(mini_market_root), "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "12",
         "TEST.EVAL_PERIOD", "12", "SOLVER.LOG_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0"])
-    _, results = _train(cfg)
-    losses = _losses(tmp_path)
+    _, results = train(cfg)
+    losses = logged_losses(tmp_path)
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     assert set(results) >= {"Rank-1", "mAP", "mINP"}
 

@@ -113,6 +113,9 @@ class Market1501Attr(AttributeDatasetMixin, Market1501):
     def __init__(self, root="datasets", attribute_file=None, **kwargs):
         self._init_attributes(attribute_file)
         super().__init__(root=root, **kwargs)
+        # FastReID reads query/gallery lazily: read them now, so that identities missing from the
+        # attribute file are reported when the dataset is built, not when the first evaluation starts
+        self.query, self.gallery  # noqa: B018
         self.attribute_table()
 
     def process_dir(self, dir_path, is_train=True):
