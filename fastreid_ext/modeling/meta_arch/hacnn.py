@@ -93,6 +93,8 @@ from fastreid.modeling.backbones.build import BACKBONE_REGISTRY
 from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_loss
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
+from ..common import ReidMetaArch, loss_kwargs_from_cfg
+
 __all__ = [
     "ConvBlock",
     "InceptionA",
@@ -500,7 +502,7 @@ def _event_storage_active() -> bool:
 
 
 @META_ARCH_REGISTRY.register()
-class HACNNReID(nn.Module):
+class HACNNReID(ReidMetaArch):
     """HA-CNN re-id model: :class:`HACNN` + identity classifiers + losses.
 
     ``forward(batched_inputs)``: ``batched_inputs`` is a dict with ``images``
@@ -526,7 +528,7 @@ class HACNNReID(nn.Module):
         loss_kwargs: Optional[dict] = None,
         feat_dim: int = 512,
     ):
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std)
         if not isinstance(backbone, HACNN):
             raise ValueError(f"HACNNReID needs a HACNN backbone (build_hacnn_backbone), got {type(backbone).__name__}")
         if int(feat_dim) != backbone.feat_dim:
@@ -562,9 +564,6 @@ class HACNNReID(nn.Module):
                 nn.init.normal_(m.weight, std=0.001)
                 nn.init.zeros_(m.bias)
 
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
-
     @classmethod
     def from_config(cls, cfg):
         backbone_name = cfg.MODEL.BACKBONE.NAME
@@ -573,41 +572,14 @@ class HACNNReID(nn.Module):
                 f"HACNNReID requires cfg.MODEL.BACKBONE.NAME = 'build_hacnn_backbone', got '{backbone_name}'"
             )
         backbone = BACKBONE_REGISTRY.get(backbone_name)(cfg)
-        losses = cfg.MODEL.LOSSES
         return {
             "backbone": backbone,
             "num_classes": cfg.MODEL.HEADS.NUM_CLASSES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "feat_dim": backbone.feat_dim,
-            "loss_kwargs": {
-                "loss_names": losses.NAME,
-                "ce": {"eps": losses.CE.EPSILON, "alpha": losses.CE.ALPHA, "scale": losses.CE.SCALE},
-                "tri": {
-                    "margin": losses.TRI.MARGIN,
-                    "norm_feat": losses.TRI.NORM_FEAT,
-                    "hard_mining": losses.TRI.HARD_MINING,
-                    "scale": losses.TRI.SCALE,
-                },
-            },
+            "loss_kwargs": loss_kwargs_from_cfg(cfg),
         }
-
-    @property
-    def device(self):
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs) -> torch.Tensor:
-        """Normalise with pixel mean/std, out of place (the input is left unchanged)."""
-        if isinstance(batched_inputs, dict):
-            images = batched_inputs["images"]
-        elif isinstance(batched_inputs, torch.Tensor):
-            images = batched_inputs
-        else:
-            raise TypeError(f"batched_inputs must be a dict or a torch.Tensor, got {type(batched_inputs)}")
-        images = images.to(self.device)
-        if not images.is_floating_point():
-            images = images.float()
-        return (images - self.pixel_mean) / self.pixel_std
 
     def forward(self, batched_inputs):
         images = self.preprocess_image(batched_inputs)
@@ -620,11 +592,9 @@ class HACNNReID(nn.Module):
                 return f_global
             return torch.cat([f_global, F.normalize(f_local, p=2, dim=1)], dim=1)
 
-        if not isinstance(batched_inputs, dict) or "targets" not in batched_inputs:
-            raise ValueError("HACNNReID: person ID annotations ('targets') are missing in training")
         if self.classifier_global is None:
             raise ValueError("HACNNReID: cannot train with num_classes = 0 (cfg.MODEL.HEADS.NUM_CLASSES)")
-        targets = batched_inputs["targets"].to(self.device).long()
+        targets = self.batch_field(batched_inputs, "targets").long()
         # PreciseBN convention of FastReID (negative targets -> all zero), without touching the input
         if targets.sum() < 0:
             targets = torch.zeros_like(targets)
