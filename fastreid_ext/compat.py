@@ -175,9 +175,13 @@ def _preprocess_image(self, batched_inputs):
 
 
 def _average(a, b):
-    """Mean of two model outputs: tensors, or dicts / lists / tuples of them (None stays None)."""
+    """Mean of an output and its mirror-image output: tensors, or dicts / lists / tuples of them.
+
+    Spatial outputs (tensors with >= 3 dims, e.g. (B, H, W) attention maps) of the mirrored images
+    are mirrored back first; vectors (features, probabilities) are averaged as they are.
+    """
     if isinstance(a, torch.Tensor):
-        return (a + b) / 2
+        return (a + (b.flip(dims=[-1]) if a.dim() >= 3 else b)) / 2
     if isinstance(a, dict):
         return {k: _average(a[k], b[k]) for k in a}
     if isinstance(a, (list, tuple)):

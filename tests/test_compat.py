@@ -97,11 +97,12 @@ def test_p4_flip_test_averages_dict_outputs():
     class M(torch.nn.Module):
         def forward(self, inputs):
             x = inputs["images"]
-            return {"features": x[:, 0, 0, :], "attributes": [x[:, 0, 0, :1]]}
+            return {"features": x[:, 0, 0, :], "attributes": [x[:, 0, 0, :1]], "attention": x[:, 0]}
 
     x = torch.arange(6.).view(1, 1, 2, 3)
     out = compat.FlipAverage(M())({"images": x})
     assert torch.allclose(out["features"], torch.tensor([[1., 1., 1.]]))
+    assert torch.allclose(out["attention"], x[:, 0]), "a spatial map is mirrored back before averaging"
     assert torch.allclose(out["attributes"][0], torch.tensor([[1.]]))
     assert torch.equal(x, torch.arange(6.).view(1, 1, 2, 3))
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from conftest import ATTRIBUTES, REPO, make_cfg
+from conftest import ATTRIBUTES, logged_losses, make_cfg, random_feature_metrics, train
 
-import fastreid_ext.modeling.meta_arch.aanet as aanet  # noqa: F401  (registers AANet)
+import fastreid_ext.modeling.meta_arch.aanet as aanet  # importing registers AANet and its backbone
 from fastreid_ext.data.attributes import AttributeSchema
 from fastreid_ext.data.synthetic import DUKE_ATTRIBUTES, MARKET_ATTRIBUTES
 from fastreid_ext.modeling.meta_arch.aanet import (
@@ -24,6 +24,16 @@ AANET_CONFIGS = ["configs/Base-AANet.yml", "configs/Market1501/aanet_R50.yml",
 SMALL = ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512", "MODEL.BACKBONE.PRETRAIN", "False",
          "MODEL.HEADS.NUM_CLASSES", "5", "MODEL.AANET.REDUCTION_DIM", "32",
          "MODEL.ATTRIBUTES.FIELDS", str(list(MARKET_ATTRIBUTES)), "MODEL.DEVICE", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run on one thread: on a 2-core machine shared with other jobs, two OpenMP threads contending
+    for the cores made these tests up to 20x slower (measured); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _model(opts=(), config="configs/Synthetic/aanet_R18.yml"):
@@ -236,6 +246,25 @@ def test_without_uncertainty_the_losses_are_the_plain_task_losses():
         assert losses[f"loss_{task}"].item() == pytest.approx(v.item(), rel=1e-4)
 
 
+def test_unlabelled_attributes_are_ignored():
+    model = _model(["MODEL.AANET.UNCERTAINTY", "False"]).train()
+    batch = _batch()
+    batch["attributes"][:] = -1  # nothing labelled
+    losses = model(batch)
+    assert losses["loss_attr"].item() == 0 and losses["loss_attr"].requires_grad
+    sum(losses.values()).backward()
+    assert all(c.weight.grad is not None and c.weight.grad.abs().sum() == 0 for c in model.afn.classifiers)
+    # one head unlabelled: the mean runs over the labelled heads only
+    batch = _batch()
+    batch["attributes"][:, list(MARKET_ATTRIBUTES).index("gender")] = -1
+    out = model.extract(model.preprocess_image(batch))
+    targets = model.schema.targets(batch["attributes"])
+    j = model.schema.names.index("gender")
+    expect = torch.stack([torch.nn.functional.cross_entropy(lg, targets[:, i], ignore_index=-1)
+                          for i, lg in enumerate(out["attr_logits"]) if i != j]).mean()
+    assert model.task_losses(out, batch["targets"], targets)["attr"].item() == pytest.approx(expect.item())
+
+
 def test_eval_outputs():
     model = _model().eval()
     batch = _batch(b=3)
@@ -313,33 +342,31 @@ def test_resnet152_variant_builds_deeper_than_resnet50():
 
 
 # --------------------------------------------------------------------------- end to end
-def _train(cfg):
-    from fastreid_ext.engine import ExtTrainer
-
-    cfg.freeze()
-    trainer = ExtTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    return trainer, trainer.train()
-
-
-def _metrics(out):
-    return [json.loads(x) for x in open(out / "metrics.json")]
-
-
 def test_aanet_trains_and_evaluates_on_synthetic(synthetic_root, tmp_path):
-    # kept small for 2 CPU cores: 64x32 input (4x2 map), one epoch of batch 16 (27 iterations)
+    import random
+
+    import numpy as np
+
+    # the synthetic config (96x32, batch 32) on the 30-id fixture set: 2 epochs = 26 iterations;
+    # seeded (data order and initialisation) so that the retrieval margins below are reproducible
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
     cfg = make_cfg("configs/Synthetic/aanet_R18.yml", [
-        "DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "1",
-        "TEST.EVAL_PERIOD", "1", "SOLVER.LOG_PERIOD", "3", "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.IMS_PER_BATCH", "16", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
-        "MODEL.DEVICE", "cpu"])
-    trainer, results = _train(cfg)
-    rows = [r for r in _metrics(tmp_path) if "total_loss" in r]
-    losses = [r["total_loss"] for r in rows]
-    assert len(losses) >= 4 and sum(losses[-2:]) < sum(losses[:2]), losses
-    assert {"loss_global_id", "loss_part_id", "loss_attr", "aanet/log_var_attr", "aanet/sigma_part_id"} <= set(rows[-1])
-    assert {"Rank-1", "mAP"} <= set(results) and 0 <= results["mAP"] <= 100
-    assert trainer.model.uncertainty.log_vars.detach().abs().sum() > 0  # the task weights were learned
+        "DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "2",
+        "TEST.EVAL_PERIOD", "2", "SOLVER.LOG_PERIOD", "4", "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"])
+    trainer, results = train(cfg)
+    rows = [json.loads(x) for x in open(tmp_path / "metrics.json")]
+    losses = logged_losses(tmp_path)
+    assert len(losses) >= 5 and sum(losses[-2:]) < sum(losses[:2]), losses
+    logged = set().union(*rows)
+    assert {"loss_global_id", "loss_part_id", "loss_attr", "aanet/log_var_attr", "aanet/sigma_part_id",
+            "aanet/raw_global_id"} <= logged
+    # seeds 0-2 gave Rank-1 9.7-12.4 and mAP 7.6-9.1 here, chance is 3.2 / 4.4
+    rand_r1, rand_map = random_feature_metrics(cfg)
+    assert results["Rank-1"] > rand_r1 + 4 and results["mAP"] > rand_map + 2, (results, rand_r1, rand_map)
+    assert "attr-mean" in results  # the attribute evaluator read the model's attribute probabilities
+    assert trainer.model.uncertainty.log_vars.detach().abs().min() > 0  # the task weights were learned
 
 
 def test_aanet_on_real_mini_market(mini_market_root, tmp_path):
@@ -349,12 +376,12 @@ def test_aanet_on_real_mini_market(mini_market_root, tmp_path):
         pytest.skip("Market1501Attr dataset not registered")
     if not (ATTRIBUTES / "market_attribute.mat").is_file():
         pytest.skip("no Market attribute file")
+    # 32 training crops, batch 16: 6 epochs = 12 iterations
     cfg = make_cfg("configs/MiniMarket/aanet_R18.yml", [
         "DATASETS.ROOT", str(mini_market_root), "DATASETS.ATTRIBUTE_FILE", str(ATTRIBUTES / "market_attribute.mat"),
         "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "6", "TEST.EVAL_PERIOD", "6", "SOLVER.LOG_PERIOD", "2",
-        "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[96, 32]", "INPUT.SIZE_TEST", "[96, 32]",
-        "MODEL.DEVICE", "cpu"])
-    _, results = _train(cfg)
-    losses = [r["total_loss"] for r in _metrics(tmp_path) if "total_loss" in r]
+        "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"])
+    _, results = train(cfg)
+    losses = logged_losses(tmp_path)
     assert losses[-1] < losses[0], losses
     assert {"Rank-1", "mAP"} <= set(results)

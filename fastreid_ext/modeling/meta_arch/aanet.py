@@ -118,6 +118,7 @@ from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_l
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ...data.attributes import AttributeSchema
+from ..common import ReidMetaArch, loss_kwargs_from_cfg
 
 __all__ = [
     "ATTRIBUTE_REGIONS",
@@ -443,7 +444,7 @@ def _init_new_layers(module: nn.Module) -> None:
 
 
 @META_ARCH_REGISTRY.register()
-class AANet(nn.Module):
+class AANet(ReidMetaArch):
     """AANet: shared backbone + GFN + PFN + AFN (with the AAM) + uncertainty-weighted losses.
 
     ``forward(batched_inputs)``: a dict with ``images`` (B, 3, H, W) float 0-255 (a bare tensor is
@@ -474,7 +475,7 @@ class AANet(nn.Module):
         uncertainty: bool = True,
         loss_kwargs: Optional[dict] = None,
     ):
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std)
         num_classes = int(num_classes)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
@@ -510,15 +511,11 @@ class AANet(nn.Module):
         _init_new_layers(self.heads)
         self.heads["uncertainty"] = UncertaintyLoss(tasks, enabled=uncertainty)
 
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
-
     @classmethod
     def from_config(cls, cfg):
         from ...data.build import attribute_fields
 
         backbone = build_backbone(cfg)
-        losses = cfg.MODEL.LOSSES
         a = cfg.MODEL.AANET
         schema = AttributeSchema(attribute_fields(cfg), cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
         return {
@@ -531,12 +528,7 @@ class AANet(nn.Module):
             "num_parts": a.NUM_PARTS,
             "reduction_dim": a.REDUCTION_DIM,
             "uncertainty": a.UNCERTAINTY,
-            "loss_kwargs": {
-                "loss_names": losses.NAME,
-                "ce": {"eps": losses.CE.EPSILON, "alpha": losses.CE.ALPHA, "scale": losses.CE.SCALE},
-                "tri": {"margin": losses.TRI.MARGIN, "norm_feat": losses.TRI.NORM_FEAT,
-                        "hard_mining": losses.TRI.HARD_MINING, "scale": losses.TRI.SCALE},
-            },
+            "loss_kwargs": loss_kwargs_from_cfg(cfg),
         }
 
     # sub-networks, by their paper names
@@ -557,26 +549,9 @@ class AANet(nn.Module):
         return self.heads["uncertainty"]
 
     @property
-    def device(self):
-        return self.pixel_mean.device
-
-    @property
     def feat_dim(self) -> int:
         """Dimension of the test feature."""
         return (1 + self.num_parts) * self.reduction_dim
-
-    def preprocess_image(self, batched_inputs) -> torch.Tensor:
-        """Normalise with pixel mean/std, out of place, on the model's device."""
-        if isinstance(batched_inputs, dict):
-            images = batched_inputs["images"]
-        elif isinstance(batched_inputs, torch.Tensor):
-            images = batched_inputs
-        else:
-            raise TypeError(f"batched_inputs must be a dict or a torch.Tensor, got {type(batched_inputs)}")
-        images = images.to(self.device)
-        if not images.is_floating_point():
-            images = images.float()
-        return (images - self.pixel_mean) / self.pixel_std
 
     def extract(self, images: torch.Tensor) -> Dict[str, object]:
         """All intermediate outputs for normalised ``images``: backbone map ``fmap``, ``aam``,
@@ -627,10 +602,13 @@ class AANet(nn.Module):
             "global_id": id_ce(out["global_logits"]),
             "part_id": torch.stack([id_ce(lg) for lg in out["part_logits"]]).mean(),
         }
+        labelled = [bool((attr_targets[:, i] >= 0).any()) for i in range(len(out["attr_logits"]))]
         attr = [F.cross_entropy(lg, attr_targets[:, i], ignore_index=-1)
-                for i, lg in enumerate(out["attr_logits"]) if (attr_targets[:, i] >= 0).any()]
-        losses["attr"] = (torch.stack(attr).mean() if attr
-                          else sum(lg.sum() for lg in out["attr_logits"]) * 0.0)
+                for i, (lg, ok) in enumerate(zip(out["attr_logits"], labelled)) if ok]
+        # heads without any label in the batch add an exact zero that keeps them in the graph
+        # (DistributedDataParallel expects every parameter to receive a gradient)
+        unused = sum(lg.sum() for lg, ok in zip(out["attr_logits"], labelled) if not ok) * 0.0
+        losses["attr"] = (torch.stack(attr).mean() if attr else 0.0) + unused
         if "TripletLoss" in self.loss_kwargs["loss_names"]:
             tri = self.loss_kwargs["tri"]
             losses["triplet"] = triplet_loss(out["global_feat"], targets, tri.get("margin", 0.3),
