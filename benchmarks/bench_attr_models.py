@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""APR and AANet against FastReID's Baseline: same backbone, input and batch, one process.
+
+    python benchmarks/bench_attr_models.py [--depth 50x] [--input 256 128] [--batch 32] [--rounds 5]
+
+Training step = forward + backward + SGD step on a random batch with Market's 27 attribute fields
+(labels drawn at random: the cost does not depend on their values). Targets (issue 3): APR <= 1.1x
+and AANet <= 1.3x the Baseline's step time. Peak memory as in benchmarks/common.py.
+Writes benchmarks/results/attr_models.json.
+"""
+
+import argparse
+import os
+
+import torch
+
+from common import environment, peak_memory_mb, report, time_interleaved
+
+import fastreid_ext  # noqa: F401
+from fastreid.modeling import build_model
+from fastreid.utils.events import EventStorage
+
+from fastreid_ext.config import get_ext_cfg, merge_checked
+from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {"Baseline (BoT)": "configs/Market1501/bagtricks_R50.yml",
+          "APR": "configs/Market1501/apr_R50.yml",
+          "AANet": "configs/Market1501/aanet_R50.yml"}
+
+
+def build(config, a):
+    cfg = get_ext_cfg()
+    merge_checked(cfg, os.path.join(REPO, config), [
+        "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.DEPTH", a.depth,
+        "MODEL.BACKBONE.FEAT_DIM", "512" if a.depth in ("18x", "34x") else "2048",
+        "MODEL.HEADS.NUM_CLASSES", "751", "MODEL.DEVICE", a.device,
+        "MODEL.ATTRIBUTES.FIELDS", str(list(MARKET_ATTRIBUTES)),
+        "INPUT.SIZE_TRAIN", str(a.input), "INPUT.SIZE_TEST", str(a.input)])
+    return build_model(cfg)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--depth", default="50x")
+    p.add_argument("--input", type=int, nargs=2, default=[256, 128])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks/results/attr_models.json"))
+    a = p.parse_args()
+    torch.manual_seed(0)
+    h, w = a.input
+    attrs = torch.randint(0, 2, (a.batch, len(MARKET_ATTRIBUTES)))
+    attrs[:, MARKET_ATTRIBUTES.index("age")] = torch.randint(0, 4, (a.batch,))
+    batch = {"images": torch.rand(a.batch, 3, h, w) * 255, "targets": torch.randint(0, 751, (a.batch,)),
+             "camids": torch.zeros(a.batch, dtype=torch.long), "attributes": attrs}
+    batch = {k: v.to(a.device) for k, v in batch.items()}
+    fns, models = {}, {}
+    for name, config in MODELS.items():
+        model = models[name] = build(config, a).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(model=model, opt=opt):
+            with EventStorage(0):
+                loss = sum(model(batch).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        fns[name] = step
+    times = time_interleaved(fns, a.rounds, device=a.device)
+    base = next(iter(MODELS))
+    rows = [{"model": n, "params_M": sum(p.numel() for p in models[n].parameters()) / 1e6,
+             "train_step_s": times[n], "ratio_vs_baseline": times[n] / times[base],
+             "peak_mem_MiB": peak_memory_mb(fns[n], a.device)} for n in MODELS]
+    report(f"APR / AANet vs Baseline: ResNet-{a.depth[:-1]}, {h}x{w}, batch {a.batch}, {a.device}", rows,
+           ["model", "params_M", "train_step_s", "ratio_vs_baseline", "peak_mem_MiB"], a.out,
+           {"env": environment(a.device), "targets": {"APR": "<= 1.1", "AANet": "<= 1.3"}})
+
+
+if __name__ == "__main__":
+    main()
