@@ -44,11 +44,14 @@ Choices the paper leaves open (made here, all documented)
   a' is not detached: the identity loss also trains the attribute classifiers through the ARM.
 * ``MODEL.APR.ARM False`` replaces the ARM by the identity (a = a'): the paper's "w/o ARM" ablation.
 * ARM initialisation: PyTorch's ``nn.Linear`` default (uniform +-1/sqrt(m) for W and b).
-* Global feature: FastReID's pooling layer (``MODEL.HEADS.POOL_LAYER``, GAP in the paper) on the
-  backbone map, optionally a 1x1 reduction (``MODEL.HEADS.EMBEDDING_DIM``) and FastReID's BN neck
-  (``MODEL.HEADS.WITH_BNNECK``, bias frozen, as ``EmbeddingHead``). The attribute classifiers and
-  the identity classifier take the neck output (= the pooled feature when the neck is off, the
-  paper's setting in ``configs/Base-APR.yml``).
+* Global feature g: FastReID's pooling layer (``MODEL.HEADS.POOL_LAYER``, GAP = the paper's pool5)
+  on the backbone map, optionally a 1x1 reduction (``MODEL.HEADS.EMBEDDING_DIM``); then FastReID's
+  BN neck (``MODEL.HEADS.WITH_BNNECK``, bias frozen, as ``EmbeddingHead``; off in
+  ``configs/Base-APR.yml``, the paper's setting, where the neck is the identity).
+  The attribute classifiers read g itself (pool5, as in the paper), the identity classifier reads
+  [neck(g), a]. Reason: the frozen-bias BN neck makes every feature zero-mean over the batch, so an
+  attribute classifier on it could learn its class prior (most Market attributes are unbalanced)
+  only through its bias; on g it learns it at once (checked on the synthetic set).
 * Identity classifier: bias-free weight (num_classes x (D + m)), N(0, 0.01) init, FastReID's
   ``MODEL.HEADS.CLS_LAYER`` (Linear in the paper; Arc/Cos/CircleSoftmax work on the normalised
   concatenation); identity loss = FastReID's ``cross_entropy_loss`` with its label-smoothing
@@ -71,6 +74,7 @@ Choices the paper leaves open (made here, all documented)
   ``attr_accuracy``.
 """
 
+import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -86,6 +90,9 @@ from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_l
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ...data.attributes import IGNORE, AttributeSchema
+from ..common import ReidMetaArch, loss_kwargs_from_cfg
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARM",
@@ -207,8 +214,8 @@ def schema_from_config(cfg) -> AttributeSchema:
 
 @REID_HEADS_REGISTRY.register()
 class APRHead(nn.Module):
-    """APR head: pooling (+ optional 1x1 reduction and BN neck) -> global feature; M attribute
-    classifiers; ARM; identity classifier on [global feature, a].
+    """APR head: pooling (+ optional 1x1 reduction) -> global feature g (+ optional BN neck);
+    M attribute classifiers on g; ARM; identity classifier on [neck(g), a].
 
     ``forward(features, targets=None)``, ``features`` the backbone map (B, C, H, W):
 
@@ -257,20 +264,22 @@ class APRHead(nn.Module):
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
 
         self.attr_num_classes = attr_num_classes
-        self.attr_names = list(attr_names) if attr_names is not None else [f"attr{j}" for j in range(len(attr_num_classes))]
+        self.attr_names = (list(attr_names) if attr_names is not None
+                           else [f"attr{j}" for j in range(len(attr_num_classes))])
         self.arm_input = arm_input
         self.arm_dim = arm_input_dim(attr_num_classes, arm_input)
         self.test_feature = test_feature
         self.neck_feat = neck_feat
         self.num_classes = num_classes
 
-        # global feature: pooling -> (1x1 reduction) -> (BN neck), as FastReID's EmbeddingHead
+        # global feature g: pooling -> (1x1 reduction); BN neck (bias frozen), as FastReID's EmbeddingHead
         self.pool_layer = getattr(pooling, pool_type)()
         self.reduction = None
         if embedding_dim > 0:
             self.reduction = nn.Conv2d(feat_dim, embedding_dim, 1, 1, bias=False)
             feat_dim = embedding_dim
-        self.bottleneck = nn.Sequential(get_norm(norm_type, feat_dim, bias_freeze=True)) if with_bnneck else nn.Sequential()
+        neck = [get_norm(norm_type, feat_dim, bias_freeze=True)] if with_bnneck else []
+        self.bottleneck = nn.Sequential(*neck)
         self.feat_dim = int(feat_dim)
 
         # M attribute classifiers f_{A_j}
@@ -369,7 +378,7 @@ class APRHead(nn.Module):
 # Meta-architecture
 # --------------------------------------------------------------------------- #
 @META_ARCH_REGISTRY.register()
-class APR(nn.Module):
+class APR(ReidMetaArch):
     """APR re-id model: FastReID backbone + :class:`APRHead` + the APR objective.
 
     ``forward(batched_inputs)``: a dict with ``images`` (B,3,H,W) float 0-255 (a bare tensor is
@@ -394,7 +403,7 @@ class APR(nn.Module):
         id_weight: float = 8.0,
         loss_kwargs: Optional[dict] = None,
     ):
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std)
         if not isinstance(heads, APRHead):
             raise ValueError(f"APR needs an APRHead, got {type(heads).__name__}")
         if list(heads.attr_num_classes) != list(schema.num_classes):
@@ -415,8 +424,6 @@ class APR(nn.Module):
         self.backbone = backbone
         self.heads = heads  # named "heads" so SOLVER.HEADS_LR_FACTOR applies, as for Baseline
         self.schema = schema
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -430,10 +437,10 @@ class APR(nn.Module):
             # a stock FastReID config (e.g. bagtricks) switched to APR: its MODEL.HEADS settings
             # (pooling, BN neck, classifier type) configure the APR head
             head_cls = APRHead
+            logger.info("APR: MODEL.HEADS.NAME is EmbeddingHead; using APRHead with the same MODEL.HEADS settings")
         elif not (isinstance(head_cls, type) and issubclass(head_cls, APRHead)):
             raise ValueError(f"APR needs MODEL.HEADS.NAME 'APRHead' (or 'EmbeddingHead', replaced by APRHead), "
                              f"got '{name}'")
-        losses = cfg.MODEL.LOSSES
         return {
             "backbone": build_backbone(cfg),
             "heads": head_cls(cfg, schema=schema),
@@ -441,34 +448,8 @@ class APR(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "id_weight": cfg.MODEL.APR.ID_WEIGHT,
-            "loss_kwargs": {
-                "loss_names": losses.NAME,
-                "ce": {"eps": losses.CE.EPSILON, "alpha": losses.CE.ALPHA, "scale": losses.CE.SCALE},
-                "tri": {
-                    "margin": losses.TRI.MARGIN,
-                    "norm_feat": losses.TRI.NORM_FEAT,
-                    "hard_mining": losses.TRI.HARD_MINING,
-                    "scale": losses.TRI.SCALE,
-                },
-            },
+            "loss_kwargs": loss_kwargs_from_cfg(cfg),
         }
-
-    @property
-    def device(self):
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs) -> torch.Tensor:
-        """Normalise with pixel mean/std, out of place, on the model's device."""
-        if isinstance(batched_inputs, dict):
-            images = batched_inputs["images"]
-        elif isinstance(batched_inputs, torch.Tensor):
-            images = batched_inputs
-        else:
-            raise TypeError(f"batched_inputs must be a dict or a torch.Tensor, got {type(batched_inputs)}")
-        images = images.to(self.device)
-        if not images.is_floating_point():
-            images = images.float()
-        return (images - self.pixel_mean) / self.pixel_std
 
     def forward(self, batched_inputs):
         images = self.preprocess_image(batched_inputs)
@@ -476,16 +457,14 @@ class APR(nn.Module):
         if not self.training:
             return self.heads(features)
 
-        if not isinstance(batched_inputs, dict) or "targets" not in batched_inputs:
-            raise ValueError("APR: person ID annotations ('targets') are missing in training")
-        if "attributes" not in batched_inputs:
+        if isinstance(batched_inputs, dict) and "attributes" not in batched_inputs:
             raise ValueError("APR: attribute annotations ('attributes') are missing in training; add "
                              "'attributes' to INPUT.EXTRA_FIELDS and use an attribute dataset")
-        targets = batched_inputs["targets"].to(self.device).long()
+        targets = self.batch_field(batched_inputs, "targets").long()
         # PreciseBN convention of FastReID (negative targets -> all zero), without touching the input
         if targets.sum() < 0:
             targets = torch.zeros_like(targets)
-        attr_targets = self.schema.targets(batched_inputs["attributes"]).to(self.device)
+        attr_targets = self.schema.targets(self.batch_field(batched_inputs, "attributes")).to(self.device)
         outputs = self.heads(features, targets)
         return self.losses(outputs, targets, attr_targets)
 
