@@ -7,7 +7,7 @@ from . import compat
 
 compat.apply()
 
-from . import data, engine, modeling  # noqa: E402,F401  (registration)
+from . import data, engine, evaluation, modeling  # noqa: E402,F401  (registration)
 from .config import add_ext_config, get_ext_cfg  # noqa: E402
 
 __version__ = "0.1.0"

@@ -88,6 +88,12 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.TEST.ATTRIBUTES = CN()
     # report attribute metrics (Market protocol, mA, instance F1) when batches carry attributes
     cfg.TEST.ATTRIBUTES.ENABLED = True
+    cfg.TEST.ATTR_FILTER = CN()
+    # APR's attribute-filtered retrieval: also rank each query against only the gallery images
+    # whose confident attribute predictions agree with its own, and report the saving and the cost
+    cfg.TEST.ATTR_FILTER.ENABLED = False
+    # a prediction is confident when its class probability reaches this (paper: 0.7)
+    cfg.TEST.ATTR_FILTER.THRESHOLD = 0.7
 
     # ---------------------------------------------------------------- HA-CNN (issue 4)
     cfg.MODEL.HACNN = CN()

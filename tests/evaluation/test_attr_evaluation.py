@@ -79,3 +79,28 @@ def test_evaluator_reports_reid_and_attributes_on_gallery_without_distractors():
     res = ev.evaluate()
     assert {"Rank-1", "mAP", "attr-mean", "mA", "inst-F1"} <= set(res)
     assert res["attr-mean"] == pytest.approx(100)
+
+
+def test_evaluator_reports_attribute_filtered_retrieval():
+    from fastreid_ext.config import get_ext_cfg
+
+    cfg = get_ext_cfg()
+    cfg.TEST.ATTR_FILTER.ENABLED = True
+    schema = AttributeSchema(MARKET_ATTRIBUTES, group_colours=True)
+    rng = np.random.default_rng(3)
+    n_ids, per = 20, 4
+    pids = torch.arange(1, n_ids + 1).repeat_interleave(per)
+    cams = torch.arange(per).repeat(n_ids)
+    id_fields = random_fields(n_ids, rng)
+    fields = torch.as_tensor(id_fields).repeat_interleave(per, dim=0)
+    feats = torch.randn(n_ids, 16).repeat_interleave(per, dim=0) + 0.3 * torch.randn(n_ids * per, 16)
+    order = torch.cat([torch.arange(0, n_ids * per, per), torch.tensor([i for i in range(n_ids * per) if i % per])])
+    targets = schema.targets(fields).numpy()
+    probs = [torch.as_tensor(p, dtype=torch.float32)[order] for p in one_hot_probs(schema, targets)]
+    ev = AttrReidEvaluator(cfg, num_query=n_ids, schema=schema)
+    ev.process({"targets": pids[order], "camids": cams[order], "attributes": fields[order]},
+               {"features": feats[order], "attributes": probs})
+    res = ev.evaluate()
+    assert res["filter-gallery%"] < 50  # perfectly predicted attributes exclude most identities
+    assert res["filter-Rank-1"] >= res["Rank-1"] - 1e-6  # and never exclude a true match
+    assert res["filter-Rank-1-loss"] <= 1e-6
