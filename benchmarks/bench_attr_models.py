@@ -11,10 +11,12 @@ Writes benchmarks/results/attr_models.json.
 
 import argparse
 import os
+import sys
 
 import torch
 
-from common import environment, peak_memory_mb, report, time_interleaved
+from common import (cpu_step_memory_mb, environment, measure_step_in_this_process, peak_memory_mb,
+                    report, time_interleaved)
 
 import fastreid_ext  # noqa: F401
 from fastreid.modeling import build_model
@@ -48,7 +50,8 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks/results/attr_models.json"))
-    a = p.parse_args()
+    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # child process of the memory probe
+    a, _ = p.parse_known_args()
     torch.manual_seed(0)
     h, w = a.input
     attrs = torch.randint(0, 2, (a.batch, len(MARKET_ATTRIBUTES)))
@@ -58,6 +61,8 @@ def main():
     batch = {k: v.to(a.device) for k, v in batch.items()}
     fns, models = {}, {}
     for name, config in MODELS.items():
+        if a.memory_of and name != a.memory_of:
+            continue
         model = models[name] = build(config, a).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -69,11 +74,14 @@ def main():
             opt.step()
 
         fns[name] = step
+    if a.memory_of:
+        return measure_step_in_this_process(fns[a.memory_of])
     times = time_interleaved(fns, a.rounds, device=a.device)
     base = next(iter(MODELS))
     rows = [{"model": n, "params_M": sum(p.numel() for p in models[n].parameters()) / 1e6,
              "train_step_s": times[n], "ratio_vs_baseline": times[n] / times[base],
-             "peak_mem_MiB": peak_memory_mb(fns[n], a.device)} for n in MODELS]
+             "peak_mem_MiB": (peak_memory_mb(fns[n], a.device) if a.device.startswith("cuda")
+                              else cpu_step_memory_mb(__file__, n, sys.argv[1:]))} for n in MODELS]
     report(f"APR / AANet vs Baseline: ResNet-{a.depth[:-1]}, {h}x{w}, batch {a.batch}, {a.device}", rows,
            ["model", "params_M", "train_step_s", "ratio_vs_baseline", "peak_mem_MiB"], a.out,
            {"env": environment(a.device), "targets": {"APR": "<= 1.1", "AANet": "<= 1.3"}})

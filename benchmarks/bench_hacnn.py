@@ -10,10 +10,12 @@ parameters and peak memory; ratios are HA-CNN / Baseline. Targets (issue 4, CPU)
 
 import argparse
 import os
+import sys
 
 import torch
 
-from common import environment, peak_memory_mb, report, time_interleaved
+from common import (cpu_step_memory_mb, environment, measure_step_in_this_process, peak_memory_mb,
+                    report, time_interleaved)
 
 import fastreid_ext  # noqa: F401
 from fastreid.modeling import build_model
@@ -47,10 +49,13 @@ def main():
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks/results/hacnn.json"))
-    a = p.parse_args()
+    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # child process of the memory probe
+    a, _ = p.parse_known_args()
     torch.manual_seed(0)
     models, batches, train_fns, infer_fns = {}, {}, {}, {}
     for name, (config, (h, w)) in MODELS.items():
+        if a.memory_of and name != a.memory_of:
+            continue
         model = build(config, a.device)
         opt = torch.optim.Adam(model.parameters(), lr=3e-4)
         batch = {"images": torch.rand(a.batch, 3, h, w, device=a.device) * 255,
@@ -71,6 +76,8 @@ def main():
                 model({"images": batch["images"]})
 
         train_fns[name], infer_fns[name] = train_step, infer
+    if a.memory_of:
+        return measure_step_in_this_process(train_fns[a.memory_of])
     t_train = time_interleaved(train_fns, a.rounds, device=a.device)
     t_infer = time_interleaved(infer_fns, a.rounds, device=a.device)
     rows = []
@@ -81,7 +88,8 @@ def main():
             "params_no_cls_M": params(models[name], classifiers=False) / 1e6,
             "train_step_s": t_train[name], "train_ratio": t_train[name] / t_train[base],
             "infer_img_per_s": a.batch / t_infer[name], "infer_speedup": t_infer[base] / t_infer[name],
-            "peak_mem_MiB": peak_memory_mb(train_fns[name], a.device),
+            "peak_mem_MiB": (peak_memory_mb(train_fns[name], a.device) if a.device.startswith("cuda")
+                             else cpu_step_memory_mb(__file__, name, sys.argv[1:])),
         })
     report(f"HA-CNN vs ResNet-50 Baseline, batch {a.batch}, {a.device}", rows,
            ["model", "input", "params_M", "params_no_cls_M", "train_step_s", "train_ratio",

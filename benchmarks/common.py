@@ -3,8 +3,9 @@
 Timing: every model's step is timed in the same process, rounds interleaved (A, B, A, B, ...), so
 machine load drifts hit all models alike; we report medians and ratios to the baseline.
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident-set growth of
-one training step, measured in a forked child per model (so one model's freed memory cannot hide
-another's peak).
+one training step over the memory resident just before it (first-step allocations excluded by a
+warm-up step), measured in a fresh process per model, so one model's freed memory cannot hide
+another's peak. (Not a fork: forking a process whose OpenMP threads are running can deadlock.)
 """
 
 from __future__ import annotations
@@ -44,27 +45,44 @@ def time_interleaved(fns: dict, rounds: int, warmup: int = 2, device="cpu") -> d
 
 
 def peak_memory_mb(fn, device="cpu") -> float:
-    """Peak memory (MiB) that ``fn()`` needs: CUDA allocator peak, or CPU RSS growth in a fork."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        sync(device)
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: measure, report, exit without running the parent's atexit handlers
-        os.close(r)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        os.write(w, str((peak - base) / 1024).encode())
-        os._exit(0)
-    os.close(w)
-    data = os.read(r, 64).decode()
-    os.waitpid(pid, 0)
-    return float(data)
+    """Peak memory (MiB) that ``fn()`` needs on CUDA (allocator peak). CPU: see
+    :func:`cpu_step_memory_mb` (a fork of a process with OpenMP threads can deadlock)."""
+    if torch.device(device).type != "cuda":
+        raise ValueError("use cpu_step_memory_mb on CPU")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure_step_in_this_process(fn) -> None:
+    """Child side of :func:`cpu_step_memory_mb`: one warm-up step, then print the peak RSS growth
+    of one more step over the resident memory just before it."""
+    fn()
+    import gc
+
+    gc.collect()
+    before = _rss_mb()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"STEP_PEAK_MB {max(peak - before, 0.0):.1f}")
+
+
+def cpu_step_memory_mb(script: str, name: str, argv: list[str]) -> float:
+    """Peak extra resident memory of one training step of model ``name``, measured in a fresh
+    Python process (``script --memory-of NAME argv...``), so models cannot hide each other's peak."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, script, "--memory-of", name, *argv], capture_output=True,
+                         text=True, check=True).stdout
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("STEP_PEAK_MB")))
 
 
 def environment(device) -> dict:

@@ -27,3 +27,24 @@ def test_tool_writes_one_png_per_query(synthetic_root, tmp_path):
                             "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TEST", "[64, 32]"])
     pngs = list(tmp_path.glob("*.png"))
     assert len(pngs) == 2 and all(p.stat().st_size > 2000 for p in pngs)
+
+
+def test_tool_draws_attributes_and_attention_for_aanet(synthetic_root, tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import visualize_results
+
+    visualize_results.main(["--config-file", str(REPO / "configs/Synthetic/aanet_R18.yml"),
+                            "--output", str(tmp_path), "--num", "1", "--topk", "3",
+                            "DATASETS.ROOT", str(synthetic_root), "DATALOADER.NUM_WORKERS", "0"])
+    assert len(list(tmp_path.glob("*.png"))) == 1
+
+
+def test_attribute_text_marks_mistakes():
+    sys.path.insert(0, str(REPO / "tools"))
+    from visualize_results import attribute_text
+
+    from fastreid_ext.data.attributes import AttributeSchema
+
+    schema = AttributeSchema(["hat", "age"])
+    text = attribute_text(schema, [np.array([0.2, 0.8]), np.array([0.1, 0.7, 0.1, 0.1])], np.array([0, 1]))
+    assert "!hat" in text and "age=1" in text and "!age" not in text
