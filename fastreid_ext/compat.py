@@ -162,15 +162,19 @@ def _patch_dataloader():
 # --------------------------------------------------------------------------------------------
 # P4: out-of-place normalisation on the model's device (fixes flip-test double normalisation)
 # --------------------------------------------------------------------------------------------
-def _preprocess_image(self, batched_inputs):
-    """Normalise the batch without touching the caller's tensor (FastReID edited it in place)."""
+def preprocess_image(self, batched_inputs):
+    """The batch's images on ``self.device``, normalised out of place (the caller's tensor is left
+    unchanged; FastReID edited it in place). Used by FastReID's Baseline (patched) and by every
+    fastreid-ext model (``modeling/common.py: ReidMetaArch``)."""
     if isinstance(batched_inputs, dict):
         images = batched_inputs["images"]
     elif isinstance(batched_inputs, torch.Tensor):
         images = batched_inputs
     else:
-        raise TypeError(f"batched_inputs must be dict or torch.Tensor, got {type(batched_inputs)}")
+        raise TypeError(f"batched_inputs must be a dict or a torch.Tensor, got {type(batched_inputs)}")
     images = images.to(self.device, non_blocking=True)
+    if not images.is_floating_point():
+        images = images.float()
     return (images - self.pixel_mean) / self.pixel_std
 
 
@@ -223,7 +227,7 @@ def _patch_flip_test():
 def _patch_baseline():
     from fastreid.modeling.meta_arch.baseline import Baseline
 
-    Baseline.preprocess_image = _preprocess_image
+    Baseline.preprocess_image = preprocess_image
     # targets must follow the images when the loader did not move them (CPU loader, P3)
     if getattr(Baseline.forward, "_fastreid_ext", False):
         return

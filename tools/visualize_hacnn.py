@@ -19,12 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastreid_ext  # noqa: E402,F401
 import torch  # noqa: E402
-from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fastreid_ext.config import get_ext_cfg, merge_checked  # noqa: E402
 from fastreid_ext.data import build_test_loader  # noqa: E402
-from fastreid_ext.engine import ExtTrainer  # noqa: E402
+from fastreid_ext.engine import load_model  # noqa: E402
 
 REGION_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#a65628")
 BLOCK_STYLES = (":", "--", "-")
@@ -86,18 +84,10 @@ def main(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
 
-    cfg = get_ext_cfg()
-    merge_checked(cfg, args.config_file, args.opts)
+    cfg, model = load_model(args.config_file, args.opts)
     if cfg.MODEL.META_ARCHITECTURE != "HACNNReID":
         raise SystemExit(f"{args.config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE}, "
                          "not HACNNReID")
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.freeze()
-    model = ExtTrainer.build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        print("warning: no MODEL.WEIGHTS given, drawing an untrained model's attention")
     loader, num_query = build_test_loader(cfg, cfg.DATASETS.TESTS[0])
     os.makedirs(args.output, exist_ok=True)
     done = 0

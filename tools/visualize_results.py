@@ -22,14 +22,12 @@ import fastreid_ext  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fastreid_ext.config import get_ext_cfg, merge_checked  # noqa: E402
 from fastreid_ext.data import attribute_fields, build_test_loader  # noqa: E402
 from fastreid_ext.data.attributes import AttributeSchema  # noqa: E402
 from fastreid_ext.data.common import read_image  # noqa: E402
-from fastreid_ext.engine import ExtTrainer  # noqa: E402
+from fastreid_ext.engine import load_model  # noqa: E402
 
 
 @torch.no_grad()
@@ -148,15 +146,7 @@ def main(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
 
-    cfg = get_ext_cfg()
-    merge_checked(cfg, args.config_file, args.opts)
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.freeze()
-    model = ExtTrainer.build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
-        print("warning: no MODEL.WEIGHTS given, drawing an untrained model")
+    cfg, model = load_model(args.config_file, args.opts)
     loader, nq = build_test_loader(cfg, cfg.DATASETS.TESTS[0])
     res = collect(model, loader)
     schema = None

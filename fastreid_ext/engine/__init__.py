@@ -1,4 +1,4 @@
 from .checkpoint import SafeCheckpointer
-from .trainer import ExtTrainer
+from .trainer import ExtTrainer, load_model
 
-__all__ = ["ExtTrainer", "SafeCheckpointer"]
+__all__ = ["ExtTrainer", "SafeCheckpointer", "load_model"]

@@ -53,3 +53,22 @@ class ExtTrainer(DefaultTrainer):
             schema = AttributeSchema(attribute_fields(cfg), cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
             return data_loader, AttrReidEvaluator(cfg, num_query, schema, output_dir)
         return data_loader, ReidEvaluator(cfg, num_query, output_dir)
+
+
+def load_model(config_file: str, opts=(), eval_mode: bool = True):
+    """``(cfg, model)`` for tools: config (FastReID + ours + YAML + overrides), model on
+    ``MODEL.DEVICE`` with ``MODEL.WEIGHTS`` loaded (no ImageNet download). Warns without weights."""
+    from fastreid.utils.checkpoint import Checkpointer
+
+    from ..config import get_ext_cfg, merge_checked
+
+    cfg = get_ext_cfg()
+    merge_checked(cfg, config_file, list(opts))
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.freeze()
+    model = ExtTrainer.build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("no MODEL.WEIGHTS given: using an untrained model")
+    return cfg, (model.eval() if eval_mode else model)

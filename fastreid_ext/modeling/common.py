@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import compat
+
 
 def loss_kwargs_from_cfg(cfg) -> dict:
     """``{"loss_names", "ce", "tri", "circle", "cosface"}`` exactly as FastReID's Baseline reads them."""
@@ -36,18 +38,8 @@ class ReidMetaArch(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
-    def preprocess_image(self, batched_inputs) -> torch.Tensor:
-        """Images of the batch, on the model's device, normalised out of place (input unchanged)."""
-        if isinstance(batched_inputs, dict):
-            images = batched_inputs["images"]
-        elif isinstance(batched_inputs, torch.Tensor):
-            images = batched_inputs
-        else:
-            raise TypeError(f"batched_inputs must be a dict or a torch.Tensor, got {type(batched_inputs)}")
-        images = images.to(self.device)
-        if not images.is_floating_point():
-            images = images.float()
-        return (images - self.pixel_mean) / self.pixel_std
+    #: images of the batch on the model's device, normalised out of place (input unchanged)
+    preprocess_image = compat.preprocess_image
 
     def batch_field(self, batched_inputs, key: str) -> torch.Tensor:
         """A per-image training field (``targets``, ``attributes``, ...) on the model's device."""
