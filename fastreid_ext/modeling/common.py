@@ -26,6 +26,23 @@ def loss_kwargs_from_cfg(cfg) -> dict:
     }
 
 
+def checked_loss_kwargs(model: str, loss_kwargs: dict | None, supported) -> dict:
+    """Copy of ``loss_kwargs`` with ``loss_names`` validated against ``supported`` (FastReID ignores
+    unknown names silently; we raise, naming them) and empty ``ce``/``tri`` entries filled in."""
+    kw = dict(loss_kwargs or {})
+    names = tuple(kw.get("loss_names", ("CrossEntropyLoss",)))
+    unknown = [n for n in names if n not in supported]
+    if unknown:
+        raise ValueError(f"{model}: unknown loss name(s) {unknown} in MODEL.LOSSES.NAME; "
+                         f"supported: {list(supported)}")
+    if not names:
+        raise ValueError(f"{model}: MODEL.LOSSES.NAME is empty; use some of {list(supported)}")
+    kw["loss_names"] = names
+    kw.setdefault("ce", {})
+    kw.setdefault("tri", {})
+    return kw
+
+
 class ReidMetaArch(nn.Module):
     """Base of our meta-architectures: normalisation buffers and device handling."""
 

@@ -118,7 +118,7 @@ from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_l
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ...data.attributes import AttributeSchema
-from ..common import ReidMetaArch, loss_kwargs_from_cfg
+from ..common import ReidMetaArch, checked_loss_kwargs, loss_kwargs_from_cfg
 
 __all__ = [
     "ATTRIBUTE_REGIONS",
@@ -481,19 +481,10 @@ class AANet(ReidMetaArch):
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if len(schema) == 0:
             raise ValueError("AANet needs at least one attribute head (empty attribute schema)")
-        loss_kwargs = dict(loss_kwargs or {})
-        loss_names = tuple(loss_kwargs.get("loss_names", ("CrossEntropyLoss",)))
-        unknown = [n for n in loss_names if n not in SUPPORTED_LOSSES]
-        if unknown:
-            raise ValueError(f"AANet: unknown loss name(s) {unknown} in MODEL.LOSSES.NAME; "
-                             f"supported: {list(SUPPORTED_LOSSES)}")
-        if "CrossEntropyLoss" not in loss_names:
+        self.loss_kwargs = checked_loss_kwargs("AANet", loss_kwargs, SUPPORTED_LOSSES)
+        if "CrossEntropyLoss" not in self.loss_kwargs["loss_names"]:
             raise ValueError("AANet: MODEL.LOSSES.NAME must contain 'CrossEntropyLoss' (identity and "
                              "attribute classification are its tasks)")
-        loss_kwargs["loss_names"] = loss_names
-        loss_kwargs.setdefault("ce", {})
-        loss_kwargs.setdefault("tri", {})
-        self.loss_kwargs = loss_kwargs
 
         self.backbone = backbone
         self.in_channels = int(in_channels)
@@ -501,7 +492,8 @@ class AANet(ReidMetaArch):
         self.schema = schema
         self.num_parts = int(num_parts)
         self.reduction_dim = int(reduction_dim)
-        tasks = ["global_id", "part_id", "attr"] + (["triplet"] if "TripletLoss" in loss_names else [])
+        with_triplet = "TripletLoss" in self.loss_kwargs["loss_names"]
+        tasks = ["global_id", "part_id", "attr"] + (["triplet"] if with_triplet else [])
         heads_spec = [(h.name, h.num_classes, h.fields) for h in schema.heads]
         self.heads = nn.ModuleDict({
             "gfn": GFN(self.in_channels, self.reduction_dim, num_classes),

@@ -90,7 +90,7 @@ from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_l
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ...data.attributes import IGNORE, AttributeSchema
-from ..common import ReidMetaArch, loss_kwargs_from_cfg
+from ..common import ReidMetaArch, checked_loss_kwargs, loss_kwargs_from_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -409,16 +409,7 @@ class APR(ReidMetaArch):
         if list(heads.attr_num_classes) != list(schema.num_classes):
             raise ValueError(f"APRHead attribute classes {heads.attr_num_classes} differ from the schema's "
                              f"{schema.num_classes} ({schema.names})")
-        loss_kwargs = dict(loss_kwargs or {})
-        loss_names = tuple(loss_kwargs.get("loss_names", ("CrossEntropyLoss",)))
-        unknown = [n for n in loss_names if n not in SUPPORTED_LOSSES]
-        if unknown:
-            raise ValueError(f"APR: unknown loss name(s) {unknown} in MODEL.LOSSES.NAME; "
-                             f"supported: {list(SUPPORTED_LOSSES)}")
-        loss_kwargs["loss_names"] = loss_names
-        loss_kwargs.setdefault("ce", {})
-        loss_kwargs.setdefault("tri", {})
-        self.loss_kwargs = loss_kwargs
+        self.loss_kwargs = checked_loss_kwargs("APR", loss_kwargs, SUPPORTED_LOSSES)
         self.id_weight = float(id_weight)
 
         self.backbone = backbone

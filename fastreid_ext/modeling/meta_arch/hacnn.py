@@ -93,7 +93,7 @@ from fastreid.modeling.backbones.build import BACKBONE_REGISTRY
 from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_loss
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
-from ..common import ReidMetaArch, loss_kwargs_from_cfg
+from ..common import ReidMetaArch, checked_loss_kwargs, loss_kwargs_from_cfg
 
 __all__ = [
     "ConvBlock",
@@ -537,19 +537,7 @@ class HACNNReID(ReidMetaArch):
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
 
-        loss_kwargs = dict(loss_kwargs or {})
-        loss_names = tuple(loss_kwargs.get("loss_names", ("CrossEntropyLoss",)))
-        unknown = [n for n in loss_names if n not in SUPPORTED_LOSSES]
-        if unknown:
-            raise ValueError(
-                f"HACNNReID: unknown loss name(s) {unknown} in MODEL.LOSSES.NAME; supported: {list(SUPPORTED_LOSSES)}"
-            )
-        if not loss_names:
-            raise ValueError(f"HACNNReID: MODEL.LOSSES.NAME is empty; use some of {list(SUPPORTED_LOSSES)}")
-        loss_kwargs["loss_names"] = loss_names
-        loss_kwargs.setdefault("ce", {})
-        loss_kwargs.setdefault("tri", {})
-        self.loss_kwargs = loss_kwargs
+        self.loss_kwargs = checked_loss_kwargs("HACNNReID", loss_kwargs, SUPPORTED_LOSSES)
 
         self.backbone = backbone
         self.num_classes = num_classes
