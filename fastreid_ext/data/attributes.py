@@ -38,6 +38,14 @@ class AttributeTable:
         raw = self.values[split][pid]
         return np.where(raw > 0, raw - 1, IGNORE).astype(np.int64)
 
+    def per_image(self, split: str, pids, what: str = "dataset") -> list[np.ndarray]:
+        """Encoded attributes for each image's identity ``pids`` (file-name pids) in ``split``;
+        distractors/junk (pid <= 0) get all -1. Raises (naming them) for identities the file lacks."""
+        pids = [int(p) for p in pids]
+        self.require(split, {p for p in pids if p > 0}, what)
+        none = np.full(len(self.names), IGNORE, np.int64)
+        return [self.encoded(split, p) if p > 0 else none.copy() for p in pids]
+
     def num_classes(self) -> list[int]:
         """Number of classes per attribute (largest value seen in any split)."""
         allv = np.concatenate([np.stack(list(v.values())) for v in self.values.values() if v])

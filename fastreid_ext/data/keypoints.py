@@ -22,13 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
+from .synthetic.render import COCO_FLIP_PAIRS, COCO_KEYPOINTS  # one definition (torch-free module)
+
 #: index permutation applied on a horizontal flip (left <-> right)
-FLIP_INDEX = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+FLIP_INDEX = np.arange(len(COCO_KEYPOINTS))
+for _a, _b in COCO_FLIP_PAIRS:
+    FLIP_INDEX[_a], FLIP_INDEX[_b] = _b, _a
 
 
 def load_coco_keypoints(path: str) -> dict[str, np.ndarray]:

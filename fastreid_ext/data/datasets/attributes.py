@@ -23,12 +23,11 @@ from __future__ import annotations
 import copy
 import os.path as osp
 
-import numpy as np
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.dukemtmcreid import DukeMTMC
 from fastreid.data.datasets.market1501 import Market1501
 
-from ..attributes import IGNORE, AttributeTable, load_attribute_mat
+from ..attributes import AttributeTable, load_attribute_mat
 
 __all__ = ["AttributeDatasetMixin", "DukeMTMCAttr", "Market1501Attr"]
 
@@ -49,10 +48,6 @@ class AttributeDatasetMixin:
     default_attribute_file = ""
     struct_name = ""
     folder_attr = "data_dir"
-
-    def _init_attributes(self, attribute_file: str | None):
-        self._attribute_file = attribute_file or None
-        self.attributes: AttributeTable | None = None
 
     def attribute_path(self) -> str:
         """The attribute file this dataset reads."""
@@ -75,14 +70,22 @@ class AttributeDatasetMixin:
             self.attributes = table
         return self.attributes
 
-    def _attach(self, data, split: str, dir_path: str):
-        """``(path, pid, camid)`` items -> ``(path, pid, camid, {"attributes": ...})``."""
-        table = self.attribute_table()
-        raw = [_raw_pid(it[1]) for it in data]
-        table.require(split, {p for p in raw if p > 0}, f"{type(self).__name__} {osp.basename(dir_path)}")
-        none = np.full(len(table.names), IGNORE, np.int64)
-        return [(path, pid, camid, {"attributes": table.encoded(split, p) if p > 0 else none.copy()})
-                for (path, pid, camid), p in zip(data, raw)]
+    def __init__(self, root="datasets", attribute_file=None, **kwargs):
+        self._attribute_file = attribute_file or None
+        self.attributes: AttributeTable | None = None
+        super().__init__(root=root, **kwargs)
+        # FastReID reads query/gallery lazily: read them now, so that identities missing from the
+        # attribute file are reported when the dataset is built, not when the first evaluation starts
+        self.query, self.gallery  # noqa: B018
+        self.attribute_table()
+
+    def process_dir(self, dir_path, is_train=True):
+        """The host reader's items, sorted, as ``(path, pid, camid, {"attributes": ...})``."""
+        data = sorted(super().process_dir(dir_path, is_train=is_train))
+        attrs = self.attribute_table().per_image("train" if is_train else "test",
+                                                 [_raw_pid(it[1]) for it in data],
+                                                 f"{type(self).__name__} {osp.basename(dir_path)}")
+        return [(path, pid, camid, {"attributes": a}) for (path, pid, camid), a in zip(data, attrs)]
 
     def combine_all(self):
         """FastReID's ``combine_all`` (query + gallery ids join training, junk ids dropped) with extras."""
@@ -110,18 +113,6 @@ class Market1501Attr(AttributeDatasetMixin, Market1501):
     struct_name = "market_attribute"
     folder_attr = "data_dir"
 
-    def __init__(self, root="datasets", attribute_file=None, **kwargs):
-        self._init_attributes(attribute_file)
-        super().__init__(root=root, **kwargs)
-        # FastReID reads query/gallery lazily: read them now, so that identities missing from the
-        # attribute file are reported when the dataset is built, not when the first evaluation starts
-        self.query, self.gallery  # noqa: B018
-        self.attribute_table()
-
-    def process_dir(self, dir_path, is_train=True):
-        data = super().process_dir(dir_path, is_train=is_train)
-        return self._attach(sorted(data), "train" if is_train else "test", dir_path)
-
 
 @DATASET_REGISTRY.register()
 class DukeMTMCAttr(AttributeDatasetMixin, DukeMTMC):
@@ -137,12 +128,3 @@ class DukeMTMCAttr(AttributeDatasetMixin, DukeMTMC):
     default_attribute_file = "duke_attribute.mat"
     struct_name = "duke_attribute"
     folder_attr = "dataset_dir"
-
-    def __init__(self, root="datasets", attribute_file=None, **kwargs):
-        self._init_attributes(attribute_file)
-        super().__init__(root=root, **kwargs)
-        self.attribute_table()
-
-    def process_dir(self, dir_path, is_train=True):
-        data = super().process_dir(dir_path, is_train=is_train)
-        return self._attach(sorted(data), "train" if is_train else "test", dir_path)

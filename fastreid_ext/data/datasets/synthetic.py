@@ -19,11 +19,10 @@ import os
 import os.path as osp
 import re
 
-import numpy as np
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
 
-from ..attributes import IGNORE, load_attribute_mat
+from ..attributes import load_attribute_mat
 from ..keypoints import load_coco_keypoints
 
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
@@ -84,18 +83,17 @@ class ReidFolderDataset(ImageDataset):
             if not 1 <= camid <= self.num_cams:
                 raise ValueError(f"{type(self).__name__}: {path}: camera {camid} outside 1..{self.num_cams}")
             records.append((path, pid, camid - 1))
-        if self.attributes is not None:
-            self.attributes.require(split, {p for _, p, _ in records if p > 0},
-                                    f"{type(self).__name__} {osp.basename(dir_path)}")
+        attributes = (self.attributes.per_image(split, [p for _, p, _ in records],
+                                                f"{type(self).__name__} {osp.basename(dir_path)}")
+                      if self.attributes is not None else [None] * len(records))
         data = []
-        for path, pid, camid in records:
+        for (path, pid, camid), attr in zip(records, attributes):
             extras = {}
             kp = keypoints.get(osp.basename(path))
             if kp is not None:
                 extras["keypoints"] = kp
-            if self.attributes is not None:
-                extras["attributes"] = (self.attributes.encoded(split, pid) if pid > 0 else
-                                        np.full(len(self.attributes.names), IGNORE, np.int64))
+            if attr is not None:
+                extras["attributes"] = attr
             if is_train:
                 pid, camid = f"{self.dataset_name}_{pid}", f"{self.dataset_name}_{camid}"
             data.append((path, pid, camid, extras))
