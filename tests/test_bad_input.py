@@ -44,6 +44,16 @@ def test_unknown_loss_name_is_an_error():
         make_cfg(opts=["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "TripletLos")'])
 
 
+def test_attribute_filter_settings_fail_before_training():
+    """Filter settings are used only at the final evaluation: a typo must fail when the config loads."""
+    with pytest.raises(ValueError, match="PLAN.*'exact'"):
+        make_cfg("configs/Synthetic/apr_R18.yml", ["TEST.ATTR_FILTER.PLAN", "exakt"])
+    with pytest.raises(ValueError, match="THRESHOLD is 70"):
+        make_cfg("configs/Synthetic/apr_R18.yml", ["TEST.ATTR_FILTER.THRESHOLD", "70."])
+    with pytest.raises(ValueError, match="EXTRA_FIELDS"):  # a model without attributes cannot filter
+        make_cfg("configs/Synthetic/bagtricks_R18.yml", ["TEST.ATTR_FILTER.ENABLED", "True"])
+
+
 def test_cuda_device_without_cuda_is_an_error():
     import torch
 

@@ -28,36 +28,7 @@ from fastreid_ext.data import attribute_fields, build_test_loader  # noqa: E402
 from fastreid_ext.data.attributes import AttributeSchema  # noqa: E402
 from fastreid_ext.data.common import read_image  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
-
-
-@torch.no_grad()
-def collect(model, loader):
-    """Features, attribute probabilities, attention maps and ids of the whole test set."""
-    feats, probs, attn, pids, cams, paths, labels = [], [], [], [], [], [], []
-    for batch in tqdm(loader, desc="inference"):
-        out = model(batch)
-        if isinstance(out, dict):
-            feats.append(out["features"].cpu())
-            if out.get("attributes") is not None:
-                probs.append([p.cpu() for p in out["attributes"]])
-            if out.get("attention") is not None:
-                attn.append(out["attention"].cpu())
-        else:
-            feats.append(out.cpu())
-        pids.append(batch["targets"])
-        cams.append(batch["camids"])
-        paths.extend(batch["img_paths"])
-        if "attributes" in batch:
-            labels.append(batch["attributes"])
-    res = {"features": torch.cat(feats), "pids": torch.cat(pids).numpy(), "camids": torch.cat(cams).numpy(),
-           "paths": paths}
-    if probs:
-        res["probs"] = [torch.cat([p[j] for p in probs]).numpy() for j in range(len(probs[0]))]
-    if attn:
-        res["attention"] = torch.cat(attn)
-    if labels:
-        res["labels"] = torch.cat(labels).numpy()
-    return res
+from fastreid_ext.engine.inference import collect  # noqa: E402
 
 
 def ranked_lists(q_feat, g_feat, q_pids, g_pids, q_cams, g_cams, topk, metric="cosine"):

@@ -10,7 +10,7 @@ from .attr_filter import (  # noqa: F401
     full_search,
 )
 
-from .attr_evaluation import AttrReidEvaluator  # noqa: E402,F401
+from .attr_evaluation import AttrReidEvaluator, filter_report, grouped_probabilities  # noqa: E402,F401
 
 __all__ = ["AttrReidEvaluator", "UNKNOWN", "FilteredSearch", "SearchResult", "compatible_mask", "confident_classes",
-           "evaluate_filtered", "full_search"]
+           "evaluate_filtered", "filter_report", "full_search", "grouped_probabilities"]

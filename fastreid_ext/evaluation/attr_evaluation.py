@@ -14,6 +14,10 @@ collects the model's attribute probabilities (eval output ``{"features", "attrib
   (:mod:`fastreid_ext.evaluation.attr_filter`): ``filter-gallery%`` (gallery kept per query),
   ``filter-computed%`` (distances computed), ``filter-speedup`` (wall clock of the full faiss/BLAS
   search over the filtered one, same process), ``filter-Rank-1`` / ``filter-mAP`` and their losses.
+  ``TEST.ATTR_FILTER.GROUP_COLOURS`` filters on colour-grouped heads instead of the model's own
+  (:func:`grouped_probabilities`); ``TEST.ATTR_FILTER.PLAN`` picks the search plan ("exact": the
+  distances computed are exactly the kept pairs). ``tools/attr_filter_sweep.py`` evaluates many
+  thresholds from one inference pass.
 * ``mA``, ``inst-acc``, ``inst-prec``, ``inst-rec``, ``inst-F1``: label-based mean accuracy and
   instance-based metrics over binary labels (threshold 0.5), as FastReID's attribute project
   reports them. Binary labels: each two-class head is one label (class 1 = "yes"); a K-class head
@@ -41,20 +45,36 @@ MARKET_PROTOCOL = ("gender", "hair", "age", "up", "down", "clothes", "hat", "bac
 EPS = 1e-12
 
 
-def grouped_predictions(schema: AttributeSchema, probs: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Class predictions for every head of the colour-GROUPED schema of ``schema.fields``.
+def grouped_probabilities(schema: AttributeSchema, probs: list[np.ndarray]) -> list[np.ndarray]:
+    """Class probabilities of every head of the colour-GROUPED schema of ``schema.fields``.
 
-    ``probs``: the model's per-head probabilities in ``schema`` order (grouped or not).
+    ``probs``: the model's per-head probabilities in ``schema`` order (grouped or not). A colour
+    group predicted by one binary head per colour (APR's 27 heads) becomes one distribution over
+    the group: the binary heads are independent yes/no predictions, the annotation is one-hot, and
+    conditioning the independent predictions on "exactly one colour is yes" gives
+    ``P(k) = odds_k / sum_m odds_m`` with ``odds = P(yes) / P(no)`` (a softmax over the heads'
+    log-odds). Its argmax is the colour with the highest "yes" probability.
     """
     grouped = AttributeSchema(schema.fields, group_colours=True)
-    by_name = {h.name: p for h, p in zip(schema.heads, probs)}
-    out = {}
+    by_name = {h.name: np.asarray(p, np.float64) for h, p in zip(schema.heads, probs)}
+    out = []
     for h in grouped.heads:
         if h.name in by_name:
-            out[h.name] = by_name[h.name].argmax(1)
-        else:  # colour group predicted by one binary head per colour: highest "yes" probability
-            out[h.name] = np.stack([by_name[f][:, 1] for f in h.fields], 1).argmax(1)
+            out.append(by_name[h.name].astype(np.float32))
+            continue
+        yes = np.stack([by_name[f][:, 1] for f in h.fields], 1)
+        no = np.stack([by_name[f][:, 0] for f in h.fields], 1)
+        logodds = np.log(np.maximum(yes, EPS)) - np.log(np.maximum(no, EPS))
+        logodds -= logodds.max(1, keepdims=True)
+        odds = np.exp(logodds)
+        out.append((odds / odds.sum(1, keepdims=True)).astype(np.float32))
     return out
+
+
+def grouped_predictions(schema: AttributeSchema, probs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Class predictions for every head of the colour-GROUPED schema of ``schema.fields``."""
+    grouped = AttributeSchema(schema.fields, group_colours=True)
+    return {h.name: p.argmax(1) for h, p in zip(grouped.heads, grouped_probabilities(schema, probs))}
 
 
 def binary_labels(schema: AttributeSchema, probs: list[np.ndarray], targets: np.ndarray):
@@ -154,22 +174,32 @@ class AttrReidEvaluator(ReidEvaluator):
 
     def filtered_retrieval(self, probs: list[np.ndarray], pids: np.ndarray) -> OrderedDict:
         """Full vs attribute-filtered search on this test set (APR's acceleration)."""
-        nq = self._num_query
         feats = torch.cat([p["feats"] for p in self._predictions]).numpy()
         camids = torch.cat([p["camids"] for p in self._predictions]).numpy()
-        metric = self.cfg.TEST.METRIC
+        if self.cfg.TEST.ATTR_FILTER.GROUP_COLOURS:
+            probs = grouped_probabilities(self.schema, probs)
+        return filter_report(feats, probs, pids, camids, self._num_query, self.cfg.TEST.ATTR_FILTER.THRESHOLD,
+                             self.cfg.TEST.METRIC, plan=self.cfg.TEST.ATTR_FILTER.PLAN)
+
+
+def filter_report(feats, probs, pids, camids, num_query: int, threshold: float, metric: str = "cosine",
+                  full=None, plan: str = "auto") -> OrderedDict:
+    """Attribute-filtered vs full search of one test set (queries first): the columns printed by
+    :class:`AttrReidEvaluator` (``filter-*``). ``full``: a :func:`full_search` result to reuse."""
+    nq = num_query
+    if full is None:
         full = full_search(feats[:nq], feats[nq:], metric=metric)
-        search = FilteredSearch(threshold=self.cfg.TEST.ATTR_FILTER.THRESHOLD, metric=metric)
-        search.fit(feats[nq:], [p[nq:] for p in probs])
-        res = search.search(feats[:nq], None, [p[:nq] for p in probs], None)
-        ev = evaluate_filtered(full.distmat, res.distmat, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
-        logger.info("attribute filter (threshold %.2f): %.1f%% of the gallery kept, %.1f%% of distances "
-                    "computed, %.2fx faster, Rank-1 %.2f -> %.2f", search.threshold,
-                    100 * res.gallery_fraction, 100 * res.computed_fraction, full.time_s / max(res.time_s, 1e-9),
-                    ev["full"]["rank1"], ev["filtered"]["rank1"])
-        return OrderedDict([
-            ("filter-gallery%", 100 * res.gallery_fraction), ("filter-computed%", 100 * res.computed_fraction),
-            ("filter-speedup", full.time_s / max(res.time_s, 1e-9)),
-            ("filter-Rank-1", ev["filtered"]["rank1"]), ("filter-mAP", ev["filtered"]["mAP"]),
-            ("filter-Rank-1-loss", ev["rank1_loss"]), ("filter-mAP-loss", ev["mAP_loss"]),
-        ])
+    search = FilteredSearch(threshold=threshold, metric=metric, plan=plan)
+    search.fit(feats[nq:], [p[nq:] for p in probs])
+    res = search.search(feats[:nq], None, [p[:nq] for p in probs], None)
+    ev = evaluate_filtered(full.distmat, res.distmat, pids[:nq], pids[nq:], camids[:nq], camids[nq:])
+    logger.info("attribute filter (threshold %.2f): %.1f%% of the gallery kept, %.1f%% of distances "
+                "computed, %.2fx faster, Rank-1 %.2f -> %.2f", search.threshold,
+                100 * res.gallery_fraction, 100 * res.computed_fraction, full.time_s / max(res.time_s, 1e-9),
+                ev["full"]["rank1"], ev["filtered"]["rank1"])
+    return OrderedDict([
+        ("filter-gallery%", 100 * res.gallery_fraction), ("filter-computed%", 100 * res.computed_fraction),
+        ("filter-speedup", full.time_s / max(res.time_s, 1e-9)),
+        ("filter-Rank-1", ev["filtered"]["rank1"]), ("filter-mAP", ev["filtered"]["mAP"]),
+        ("filter-Rank-1-loss", ev["rank1_loss"]), ("filter-mAP-loss", ev["mAP_loss"]),
+    ])

@@ -7,7 +7,7 @@ import torch
 from fastreid_ext.data.attributes import AttributeSchema
 from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
 from fastreid_ext.evaluation.attr_evaluation import (AttrReidEvaluator, grouped_predictions,
-                                                     label_and_instance_metrics)
+                                                     grouped_probabilities, label_and_instance_metrics)
 
 
 def one_hot_probs(schema, targets):
@@ -81,6 +81,24 @@ def test_evaluator_reports_reid_and_attributes_on_gallery_without_distractors():
     assert res["attr-mean"] == pytest.approx(100)
 
 
+def test_grouped_probabilities_condition_binary_colour_heads_on_one_colour():
+    schema = AttributeSchema(["hat", "upblack", "upwhite", "upred", "age"])
+    yes = np.array([[0.9, 0.5, 0.1], [0.2, 0.2, 0.2]])
+    probs = [np.array([[0.3, 0.7], [0.6, 0.4]])]
+    probs += [np.stack([1 - yes[:, i], yes[:, i]], 1) for i in range(3)]
+    probs += [np.full((2, 4), 0.25)]
+    out = grouped_probabilities(schema, probs)
+    grouped = AttributeSchema(schema.fields, group_colours=True)
+    assert grouped.names == ["hat", "age", "upcolor"] and [p.shape for p in out] == [(2, 2), (2, 4), (2, 3)]
+    np.testing.assert_allclose(out[0], probs[0])  # non-colour heads pass through
+    odds = np.array([9.0, 1.0, 1 / 9])  # P(yes) / P(no): exactly-one-colour posterior
+    np.testing.assert_allclose(out[2][0], odds / odds.sum(), rtol=1e-5)
+    np.testing.assert_allclose(out[2][1], [1 / 3] * 3, rtol=1e-5)  # equal evidence: uniform
+    already = grouped_probabilities(grouped, out)  # a grouped schema is returned unchanged
+    for a, b in zip(already, out):
+        np.testing.assert_allclose(a, b)
+
+
 def test_evaluator_reports_attribute_filtered_retrieval():
     from fastreid_ext.config import get_ext_cfg
 
@@ -104,3 +122,33 @@ def test_evaluator_reports_attribute_filtered_retrieval():
     assert res["filter-gallery%"] < 50  # perfectly predicted attributes exclude most identities
     assert res["filter-Rank-1"] >= res["Rank-1"] - 1e-6  # and never exclude a true match
     assert res["filter-Rank-1-loss"] <= 1e-6
+
+
+def test_filter_sweep_tool_is_monotonic_and_caches(synthetic_root, tmp_path, capsys):
+    """tools/attr_filter_sweep.py on an (untrained) APR: a higher threshold never keeps less of the
+    gallery; the second run reads the cached outputs instead of running the model."""
+    import json
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import attr_filter_sweep
+
+    argv = ["--config-file", str(REPO / "configs/Synthetic/apr_R18.yml"), "--thresholds", "0.5,0.55,0.9",
+            "--out", str(tmp_path / "s.json"), "--cache", str(tmp_path / "c.npz"),
+            "DATASETS.ROOT", str(synthetic_root), "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path)]
+    attr_filter_sweep.main(argv)
+    rows = json.load(open(tmp_path / "s.json"))["thresholds"]
+    kept = [r["gallery%"] for r in rows]
+    assert kept == sorted(kept) and kept[-1] <= 100 + 1e-9
+    for r in rows:  # the exact plan computes exactly the kept pairs, the auto plan at least those
+        assert abs(r["computed% exact"] - r["gallery%"]) < 1e-6 and r["computed% auto"] >= r["gallery%"] - 1e-6
+    capsys.readouterr()
+    attr_filter_sweep.main(argv)
+    assert "using cached outputs" in capsys.readouterr().out
+    again = json.load(open(tmp_path / "s.json"))["thresholds"]
+    drop = lambda rs: [{k: v for k, v in r.items() if not k.startswith("speedup")} for r in rs]  # noqa: E731
+    assert drop(again) == drop(rows)
+    attr_filter_sweep.main(argv[:2] + ["--colours", "grouped"] + argv[2:])  # binary colours -> 8-/9-way heads
+    assert json.load(open(tmp_path / "s.json"))["colours"] == "grouped"
