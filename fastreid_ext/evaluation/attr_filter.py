@@ -48,7 +48,9 @@ Where the work is saved (it is real, not just counted):
    filter's in both plans. ``computed_fraction`` = distances actually computed / (Q * G);
    ``gallery_fraction`` = the filter's kept fraction (the paper's gallery reduction is its inverse).
 
-Backends: faiss on CPU, or faiss GPU (``knn_gpu`` / ``pairwise_distance_gpu``) when
+Backends: on CPU, faiss ``knn`` for top-k and one BLAS product (``np.matmul``) for a full distance
+matrix (faiss's own ``pairwise_distances`` runs the same sgemm and was measured slower: 0.70 s vs
+0.47 s for 3,000 x 8,000 x 2048-d on 2 cores); on a GPU, faiss ``knn_gpu`` / ``pairwise_distance_gpu`` when
 ``faiss.get_num_gpus() > 0`` (``use_gpu=None``). On a GPU each leaf copies its block to the device
 (untested here: no GPU was available), so the filter only pays off there for large leaves (raise
 ``leaf_cost``).
