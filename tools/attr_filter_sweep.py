@@ -39,16 +39,29 @@ from fastreid_ext.evaluation.attr_evaluation import filter_report, grouped_proba
 from fastreid_ext.evaluation.attr_filter import full_search  # noqa: E402
 
 
+def cache_key(cfg) -> str:
+    """What the cached outputs depend on: the weights file (path, size, mtime, so a retrained model
+    in the same folder is not mistaken for the old one), the test set and the test input size."""
+    w = cfg.MODEL.WEIGHTS
+    st = os.stat(w) if w and os.path.exists(w) else None
+    weights = f"{os.path.abspath(w)}:{st.st_size}:{st.st_mtime_ns}" if st else f"untrained:{w}"
+    return (f"{weights}|{cfg.DATASETS.TESTS[0]}@{os.path.abspath(cfg.DATASETS.ROOT)}|"
+            f"{list(cfg.INPUT.SIZE_TEST)}|{cfg.MODEL.META_ARCHITECTURE}")
+
+
 def outputs(cfg, model, args):
-    """The test set's outputs, from the cache when it is there and matches the weights."""
+    """The test set's outputs, from the cache when it is there and was made by the same weights
+    on the same test set."""
     path = args.cache or os.path.join(cfg.OUTPUT_DIR, "filter_sweep_outputs.npz")
+    key = cache_key(cfg)
     if os.path.exists(path) and not args.no_cache:
         z = np.load(path, allow_pickle=False)
-        if str(z["weights"]) == cfg.MODEL.WEIGHTS and str(z["dataset"]) == cfg.DATASETS.TESTS[0]:
+        if "key" in z.files and str(z["key"]) == key:
             print(f"using cached outputs {path} (--no-cache to recompute)")
             nheads = int(z["num_heads"])
             return (z["features"], [z[f"probs{j}"] for j in range(nheads)], z["pids"], z["camids"],
                     z["labels"] if "labels" in z.files else None, int(z["num_query"]))
+        print(f"cached outputs {path} are from other weights or another test set: recomputing")
     loader, nq = build_test_loader(cfg, cfg.DATASETS.TESTS[0])
     res = collect(model, loader)
     if "probs" not in res:
@@ -59,7 +72,7 @@ def outputs(cfg, model, args):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"
     np.savez(tmp, features=feats, pids=res["pids"], camids=res["camids"], num_query=nq,
-             num_heads=len(res["probs"]), weights=cfg.MODEL.WEIGHTS, dataset=cfg.DATASETS.TESTS[0],
+             num_heads=len(res["probs"]), key=key,
              **{f"probs{j}": p for j, p in enumerate(res["probs"])}, **extra)
     os.replace(tmp, path)  # never a half-written cache
     return feats, res["probs"], res["pids"], res["camids"], res.get("labels"), nq

@@ -152,3 +152,24 @@ def test_filter_sweep_tool_is_monotonic_and_caches(synthetic_root, tmp_path, cap
     assert drop(again) == drop(rows)
     attr_filter_sweep.main(argv[:2] + ["--colours", "grouped"] + argv[2:])  # binary colours -> 8-/9-way heads
     assert json.load(open(tmp_path / "s.json"))["colours"] == "grouped"
+
+
+def test_filter_sweep_cache_key_changes_with_the_weights_file(tmp_path):
+    """A model retrained into the same folder must not reuse the old model's cached outputs."""
+    import os
+    import sys
+
+    from conftest import REPO, make_cfg
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from attr_filter_sweep import cache_key
+
+    w = tmp_path / "model_final.pth"
+    w.write_bytes(b"old weights")
+    cfg = make_cfg("configs/Synthetic/apr_R18.yml", ["MODEL.WEIGHTS", str(w)])
+    before = cache_key(cfg)
+    w.write_bytes(b"new weights, same path")
+    os.utime(w, ns=(os.stat(w).st_atime_ns, os.stat(w).st_mtime_ns + 10**9))
+    assert cache_key(cfg) != before
+    other = make_cfg("configs/Synthetic/apr_R18.yml", ["MODEL.WEIGHTS", str(w), "DATASETS.ROOT", str(tmp_path)])
+    assert cache_key(other) != cache_key(cfg)
