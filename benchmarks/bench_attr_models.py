@@ -26,19 +26,27 @@ from fastreid_ext.config import get_ext_cfg, merge_checked
 from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = {"Baseline (BoT)": "configs/Market1501/bagtricks_R50.yml",
-          "APR": "configs/Market1501/apr_R50.yml",
-          "AANet": "configs/Market1501/aanet_R50.yml"}
+#: name -> (config, overrides). "APR (BoT settings)" is APR's head on exactly the Baseline's backbone
+#: (last stride 1) with its BN neck and losses (CE + triplet): the like-for-like cost of the head. The
+#: paper's APR (last stride 2, no triplet loss, no BN neck) is cheaper than the BoT Baseline for those
+#: reasons, not because of its head.
+MODELS = {"Baseline (BoT)": ("configs/Market1501/bagtricks_R50.yml", []),
+          "APR": ("configs/Market1501/apr_R50.yml", []),
+          "APR (BoT settings)": ("configs/Market1501/apr_R50.yml", [
+              "MODEL.BACKBONE.LAST_STRIDE", "1", "MODEL.LOSSES.NAME", '("CrossEntropyLoss", "TripletLoss")', "MODEL.HEADS.WITH_BNNECK", "True",
+              "MODEL.LOSSES.TRI.MARGIN", "0.3", "MODEL.LOSSES.TRI.HARD_MINING", "True"]),
+          "AANet": ("configs/Market1501/aanet_R50.yml", [])}
 
 
 def build(config, a):
+    config, extra = config
     cfg = get_ext_cfg()
     merge_checked(cfg, os.path.join(REPO, config), [
         "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.BACKBONE.DEPTH", a.depth,
         "MODEL.BACKBONE.FEAT_DIM", "512" if a.depth in ("18x", "34x") else "2048",
         "MODEL.HEADS.NUM_CLASSES", "751", "MODEL.DEVICE", a.device,
         "MODEL.ATTRIBUTES.FIELDS", str(list(MARKET_ATTRIBUTES)),
-        "INPUT.SIZE_TRAIN", str(a.input), "INPUT.SIZE_TEST", str(a.input)])
+        "INPUT.SIZE_TRAIN", str(a.input), "INPUT.SIZE_TEST", str(a.input)] + list(extra))
     return build_model(cfg)
 
 
@@ -84,7 +92,7 @@ def main():
                               else cpu_step_memory_mb(__file__, n, sys.argv[1:]))} for n in MODELS]
     report(f"APR / AANet vs Baseline: ResNet-{a.depth[:-1]}, {h}x{w}, batch {a.batch}, {a.device}", rows,
            ["model", "params_M", "train_step_s", "ratio_vs_baseline", "peak_mem_MiB"], a.out,
-           {"env": environment(a.device), "targets": {"APR": "<= 1.1", "AANet": "<= 1.3"}})
+           {"env": environment(a.device), "targets": {"APR": "<= 1.1", "APR (BoT settings)": "<= 1.1", "AANet": "<= 1.3"}})
 
 
 if __name__ == "__main__":
