@@ -68,6 +68,11 @@ P15 CommonMetricPrinter   ``utils/events.py: (time.perf_counter() - self._last_w
                           (iteration - self._last_write[0])`` divides by zero when the periodic
                           writer fires after the step and again after the epoch at the same
                           iteration (one-iteration epochs) -> the repeated write is skipped.
+P16 to_tensor             ``data/transforms/functional.py: torch.ByteTensor(torch.ByteStorage.
+                          from_buffer(pic.tobytes()))`` warns "TypedStorage is deprecated" on every
+                          image of every run, and ``np.array(pic, np.int32, copy=False)`` (modes
+                          I, I;16, F, 1) raises under numpy 2 ("Unable to avoid copy") -> the same
+                          conversion with ``torch.frombuffer`` and ``np.asarray``; identical output.
 ========================  =====================================================================
 """
 
@@ -607,6 +612,40 @@ def _patch_metric_printer():
     events.CommonMetricPrinter.write = write
 
 
+# --------------------------------------------------------------------------------------------
+# P16: FastReID's ToTensor (deprecated storage API, numpy-2 copy=False)
+# --------------------------------------------------------------------------------------------
+_PIL_DTYPES = {"I": np.int32, "I;16": np.int16, "F": np.float32}
+
+
+def to_tensor(pic):
+    """FastReID's ``to_tensor`` (PIL image or HWC numpy array -> CHW tensor, uint8 -> float, values
+    unscaled) without the deprecated storage API and without numpy-1-only ``copy=False``."""
+    if isinstance(pic, np.ndarray):
+        if pic.ndim not in (2, 3):
+            raise ValueError(f"to_tensor: expected an HxW or HxWxC array, got shape {pic.shape}")
+        img = torch.from_numpy((pic[:, :, None] if pic.ndim == 2 else pic).transpose((2, 0, 1)))
+        return img.float() if img.dtype == torch.uint8 else img
+    if pic.mode in _PIL_DTYPES:
+        img = torch.from_numpy(np.asarray(pic, _PIL_DTYPES[pic.mode]).copy())
+    elif pic.mode == "1":
+        img = 255 * torch.from_numpy(np.asarray(pic, np.uint8).copy())
+    else:
+        img = torch.frombuffer(bytearray(pic.tobytes()), dtype=torch.uint8)
+    nchannel = 3 if pic.mode == "YCbCr" else 1 if pic.mode == "I;16" else len(pic.mode)
+    img = img.view(pic.size[1], pic.size[0], nchannel).permute(2, 0, 1).contiguous()
+    return img.float() if img.dtype == torch.uint8 else img
+
+
+def _patch_to_tensor():
+    from fastreid.data.transforms import functional, transforms
+
+    if functional.to_tensor is not to_tensor:
+        to_tensor.fastreid_original = functional.to_tensor  # kept for tests/test_compat.py
+    functional.to_tensor = to_tensor
+    transforms.to_tensor = to_tensor  # ``ToTensor.__call__`` uses the name imported there
+
+
 def apply():
     """Apply every patch once. Called by ``import fastreid_ext``."""
     global _APPLIED
@@ -627,6 +666,7 @@ def apply():
         _patch_collator()
         _patch_optimizer()
         _patch_metric_printer()
+        _patch_to_tensor()
     _APPLIED = True
 
 

@@ -321,6 +321,37 @@ def test_p15_metric_printer_twice_at_one_iteration():
         printer.write()
 
 
+def test_p16_to_tensor_same_output_without_warnings_and_on_numpy2():
+    import warnings
+
+    import numpy as np
+    from fastreid.data.transforms import ToTensor
+    from fastreid.data.transforms import functional as F
+    from PIL import Image
+
+    assert F.to_tensor is compat.to_tensor
+    original = compat.to_tensor.fastreid_original
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8))
+    for img in (rgb, rgb.convert("L"), rgb.convert("RGBA"), rgb.convert("YCbCr"), rgb.convert("P"),
+                np.asarray(rgb), np.asarray(rgb.convert("L"))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = original(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # FastReID: "TypedStorage is deprecated"
+            out = ToTensor()(img)
+        assert out.dtype == expected.dtype and torch.equal(out, expected)
+    assert ToTensor()(rgb).shape == (3, 6, 5)
+    # modes FastReID converts with np.array(..., copy=False): a ValueError under numpy 2
+    as_float = Image.fromarray(rng.random((6, 5), dtype=np.float32), mode="F")
+    np.testing.assert_array_equal(ToTensor()(as_float)[0].numpy(), np.asarray(as_float))
+    as_int = rgb.convert("I")
+    np.testing.assert_array_equal(ToTensor()(as_int)[0].numpy(), np.asarray(as_int))
+    bw = rgb.convert("1")
+    np.testing.assert_array_equal(ToTensor()(bw)[0].numpy(), 255 * np.asarray(bw, np.uint8))
+
+
 def test_apply_is_idempotent():
     from fastreid.modeling.meta_arch.baseline import Baseline
 
