@@ -338,13 +338,11 @@ def main():
 
     rows, searchers = [], {}
     for thr in a.thresholds:
-        auto = FilteredSearch(thr, use_gpu=gpu).fit(g_feat, g_probs)
-        exact = FilteredSearch(thr, plan="exact", use_gpu=gpu).fit(g_feat, g_probs)
-        searchers[thr] = (auto, exact)
-        res = auto.search(q_feat, None, q_probs, None)
+        searchers[thr] = search = FilteredSearch(thr, use_gpu=gpu).fit(g_feat, g_probs)  # serves both plans
+        res = search.search(q_feat, None, q_probs, None)
         m = evaluate_filtered(full.distmat, res.distmat, *ids)
         del res
-        r_exact = exact.search(q_feat, None, q_probs, None, topk=a.topk)
+        r_exact = search.search(q_feat, None, q_probs, None, topk=a.topk, plan="exact")
         conf_pct, conf_acc = _confidence_stats([np.concatenate(pp) for pp in zip(q_probs, g_probs)], truth, thr)
         rows.append({
             "threshold": thr, "confident_%": conf_pct, "confident_acc_%": conf_acc,
@@ -360,21 +358,21 @@ def main():
     del full
 
     # ---- timing: top-k search (deployment) and distance matrix (evaluation), interleaved rounds
-    def topk_fn(s):
-        return lambda: s.search(q_feat, None, q_probs, None, topk=a.topk)
+    def topk_fn(s, plan):
+        return lambda: s.search(q_feat, None, q_probs, None, topk=a.topk, plan=plan)
 
     fns = {"full": lambda: full_search(q_feat, g_feat, topk=a.topk, use_gpu=gpu)}
-    for thr, (auto, exact) in searchers.items():
-        fns[f"auto {thr}"] = topk_fn(auto)
-        fns[f"exact {thr}"] = topk_fn(exact)
+    for thr, search in searchers.items():
+        fns[f"auto {thr}"] = topk_fn(search, "auto")
+        fns[f"exact {thr}"] = topk_fn(search, "exact")
     t_topk = time_interleaved(fns, a.rounds, warmup=1)
     fns = {"full": lambda: full_search(q_feat, g_feat, use_gpu=gpu)}
-    for thr, (auto, _) in searchers.items():
-        fns[f"auto {thr}"] = (lambda s: lambda: s.search(q_feat, None, q_probs, None))(auto)
+    for thr, search in searchers.items():
+        fns[f"auto {thr}"] = (lambda s: lambda: s.search(q_feat, None, q_probs, None))(search)
     t_dist = time_interleaved(fns, a.rounds, warmup=1)
     for r in rows:
         thr = r["threshold"]
-        auto = searchers[thr][0].search(q_feat, None, q_probs, None, topk=a.topk)
+        auto = searchers[thr].search(q_feat, None, q_probs, None, topk=a.topk)
         r.update({
             "auto_computed_fraction": auto.computed_fraction, "auto_blocks": auto.num_blocks,
             "auto_computed_reduction_x": 1 / auto.computed_fraction,

@@ -254,6 +254,12 @@ def _pad(idx, dist, k):
 # ------------------------------------------------------------------------------------------------
 # Filtered search
 # ------------------------------------------------------------------------------------------------
+def _check_plan(plan: str) -> str:
+    if plan not in ("auto", "exact"):
+        raise ValueError(f"plan must be 'auto' or 'exact', got {plan!r}")
+    return plan
+
+
 class FilteredSearch:
     """APR attribute-filtered retrieval (see the module docstring).
 
@@ -274,9 +280,7 @@ class FilteredSearch:
                  excluded_value: float = float("inf")):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if plan not in ("auto", "exact"):
-            raise ValueError(f"plan must be 'auto' or 'exact', got {plan!r}")
-        self.threshold, self.metric, self.plan = float(threshold), metric, plan
+        self.threshold, self.metric, self.plan = float(threshold), metric, _check_plan(plan)
         self.use_gpu = use_gpu
         self.gather_cost, self.small_block_cost = float(gather_cost), float(small_block_cost)
         self.leaf_cost = float(leaf_cost)
@@ -329,9 +333,12 @@ class FilteredSearch:
             g["big"] = big
 
     # -------------------------------------------------------------------------------- online
-    def search(self, q_feat, g_feat, q_probs, g_probs, topk: int | None = None) -> SearchResult:
+    def search(self, q_feat, g_feat, q_probs, g_probs, topk: int | None = None,
+               plan: str | None = None) -> SearchResult:
         """Filtered search of the queries. ``g_feat`` / ``g_probs``: the gallery, or None to reuse
-        the one given to :meth:`fit` (preparing the gallery is not part of ``time_s``)."""
+        the one given to :meth:`fit` (preparing the gallery is not part of ``time_s``). ``plan``:
+        this call's plan instead of the instance's (the prepared gallery serves every plan)."""
+        plan = self.plan if plan is None else _check_plan(plan)
         if g_feat is not None or g_probs is not None:
             if g_feat is None or g_probs is None:
                 raise ValueError("give both g_feat and g_probs, or neither (to reuse fit())")
@@ -354,7 +361,7 @@ class FilteredSearch:
             raise ValueError(f"query attribute heads have {qcls} classes, the gallery's {g['ncls']}")
         nq, ng, perm, aug = len(xq), g["ng"], g["perm"], g["aug"]
         xq_aug, qn2, cut = self._query_block(xq, sig)
-        leaves = self._plan(sig)
+        leaves = self._plan(sig, plan)
 
         if topk is None:
             out = np.full((nq, ng), self.excluded_value, np.float32)
@@ -442,14 +449,14 @@ class FilteredSearch:
         small = 1.0 + self.small_block_cost * np.exp(-min(nq, ng) / 32.0)
         return nq * self.gather_cost + nq * ng * small + self.leaf_cost
 
-    def _plan(self, sig):
+    def _plan(self, sig, plan):
         """Blocks ``(a, b, query ids)``: sorted-gallery rows ``a:b`` and the queries compatible
         with them on the heads split so far (a tree over the heads in gallery order)."""
         g = self._gallery
         conf, order, nq, ng = g["conf"], g["order"], len(sig), g["ng"]
         if nq == 0 or ng == 0:
             return []
-        exact = self.plan == "exact"
+        exact = plan == "exact"
         compat = [[(sig[:, h] == c) | (sig[:, h] < 0) for c in range(k)] for h, k in enumerate(g["ncls"])]
         leaves, stack = [], [(0, ng, 0, None, nq)]
         while stack:
