@@ -10,17 +10,17 @@ Writes benchmarks/results/attr_models.json.
 """
 
 import argparse
+import functools
 import os
 import sys
 
 import torch
 
 from common import (cpu_step_memory_mb, environment, measure_step_in_this_process, peak_memory_mb,
-                    report, time_interleaved)
+                    report, time_interleaved, train_step)
 
 import fastreid_ext  # noqa: F401
 from fastreid.modeling import build_model
-from fastreid.utils.events import EventStorage
 
 from fastreid_ext.config import get_ext_cfg, merge_checked
 from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
@@ -74,14 +74,7 @@ def main():
         model = models[name] = build(config, a).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-        def step(model=model, opt=opt):
-            with EventStorage(0):
-                loss = sum(model(batch).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        fns[name] = step
+        fns[name] = functools.partial(train_step, model, opt, batch)
     if a.memory_of:
         return measure_step_in_this_process(fns[a.memory_of])
     times = time_interleaved(fns, a.rounds, device=a.device)

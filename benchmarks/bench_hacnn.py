@@ -15,11 +15,10 @@ import sys
 import torch
 
 from common import (cpu_step_memory_mb, environment, measure_step_in_this_process, peak_memory_mb,
-                    report, time_interleaved)
+                    report, time_interleaved, train_step)
 
 import fastreid_ext  # noqa: F401
 from fastreid.modeling import build_model
-from fastreid.utils.events import EventStorage
 
 from fastreid_ext.config import get_ext_cfg, merge_checked
 
@@ -62,20 +61,16 @@ def main():
                  "targets": torch.randint(0, 751, (a.batch,), device=a.device)}
         models[name], batches[name] = model, batch
 
-        def train_step(model=model, opt=opt, batch=batch):
+        def train_fn(model=model, opt=opt, batch=batch):
             model.train()
-            with EventStorage(0):
-                loss = sum(model(batch).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, batch)
 
         def infer(model=model, batch=batch):
             model.eval()
             with torch.no_grad():
                 model({"images": batch["images"]})
 
-        train_fns[name], infer_fns[name] = train_step, infer
+        train_fns[name], infer_fns[name] = train_fn, infer
     if a.memory_of:
         return measure_step_in_this_process(train_fns[a.memory_of])
     t_train = time_interleaved(train_fns, a.rounds, device=a.device)

@@ -28,6 +28,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def train_step(model, opt, batch) -> None:
+    """One training step as FastReID's trainer runs it: the model's loss dict (inside an event
+    storage, where the models log), summed, then zero_grad / backward / step."""
+    from fastreid.utils.events import EventStorage
+
+    with EventStorage(0):
+        loss = sum(model(batch).values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def time_interleaved(fns: dict, rounds: int, warmup: int = 2, device="cpu") -> dict:
     """Median seconds per call of each ``fns[name]()``, rounds interleaved across models."""
     for fn in fns.values():

@@ -17,25 +17,26 @@ MINI_MARKET = SHARED / "data" / "mini_market1501"
 ATTRIBUTES = SHARED / "data" / "attributes"
 
 
+def _synthetic_root(tmp_path_factory, domain, num_ids, seed):
+    """A ``DATASETS.ROOT`` holding ``synthetic_<domain>`` (num_ids train + num_ids test identities)."""
+    from fastreid_ext.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp(f"datasets_{domain}")
+    generate(str(root / f"synthetic_{domain}"), domain=domain, num_train_ids=num_ids, num_test_ids=num_ids,
+             seed=seed, progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A small Market-style synthetic set (30 + 30 ids), generated once per test session."""
-    from fastreid_ext.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("datasets")
-    generate(str(root / "synthetic_market"), domain="market", num_train_ids=30, num_test_ids=30,
-             seed=0, progress=False)
-    return root
+    return _synthetic_root(tmp_path_factory, "market", 30, seed=0)
 
 
 @pytest.fixture(scope="session")
 def synthetic_duke_root(tmp_path_factory):
-    from fastreid_ext.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("datasets_duke")
-    generate(str(root / "synthetic_duke"), domain="duke", num_train_ids=12, num_test_ids=12,
-             seed=1, progress=False)
-    return root
+    """A small Duke-style synthetic set (12 + 12 ids), generated once per test session."""
+    return _synthetic_root(tmp_path_factory, "duke", 12, seed=1)
 
 
 @pytest.fixture(scope="session")

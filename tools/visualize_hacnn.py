@@ -23,6 +23,7 @@ from tqdm import tqdm  # noqa: E402
 
 from fastreid_ext.data import build_test_loader  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
+from fastreid_ext.visualization import overlay_heatmap  # noqa: E402
 
 REGION_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#a65628")
 BLOCK_STYLES = (":", "--", "-")
@@ -46,7 +47,6 @@ def draw_query(image, attn, path, title=""):
     matplotlib.use("Agg")
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
-    import torch.nn.functional as F
 
     H, W = image.shape[:2]
     n_blocks = len(attn["soft_attn"])
@@ -60,11 +60,7 @@ def draw_query(image, attn, path, title=""):
             axes[0].add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2,
                                                 ls=BLOCK_STYLES[b % 3], ec=REGION_COLOURS[k % 6]))
     for b, soft in enumerate(attn["soft_attn"]):
-        m = F.interpolate(soft.mean(0, keepdim=True)[None], size=(H, W), mode="bilinear",
-                          align_corners=False)[0, 0]
-        axes[1 + b].imshow(image)
-        axes[1 + b].imshow(m.numpy(), cmap="jet", alpha=0.5)
-        axes[1 + b].set_title(f"soft attn {b + 1}", fontsize=8)
+        overlay_heatmap(axes[1 + b], image, soft.mean(0), f"soft attn {b + 1}", fontsize=8)
     for ax in axes:
         ax.set_xlim(0, W)
         ax.set_ylim(H, 0)

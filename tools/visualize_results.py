@@ -29,6 +29,7 @@ from fastreid_ext.data.attributes import AttributeSchema  # noqa: E402
 from fastreid_ext.data.common import read_image  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
 from fastreid_ext.engine.inference import collect  # noqa: E402
+from fastreid_ext.visualization import overlay_heatmap  # noqa: E402
 
 
 def ranked_lists(q_feat, g_feat, q_pids, g_pids, q_cams, g_cams, topk, metric="cosine"):
@@ -87,11 +88,7 @@ def draw(path, query_path, gallery_paths, correct, text=None, attention=None):
         axes[0].text(0, q.shape[0] + 4, text, fontsize=4.5, va="top", family="monospace")
     k = 1
     if attention is not None:
-        a = F.interpolate(attention[None, None].float(), size=q.shape[:2], mode="bilinear",
-                          align_corners=False)[0, 0]
-        axes[1].imshow(q)
-        axes[1].imshow(a.numpy(), cmap="jet", alpha=0.5)
-        axes[1].set_title("AAM", fontsize=7)
+        overlay_heatmap(axes[1], q, attention, "AAM")
         k = 2
     for r, (g, ok) in enumerate(zip(gallery_paths, correct)):
         ax = axes[k + r]
