@@ -1,4 +1,5 @@
-"""fastreid-ext: AANet, APR, HA-CNN, RBNet and MMT/DBSCAN as plugins of FastReID 1.4.0.
+"""fastreid-ext: AANet, APR and HA-CNN as plugins of FastReID 1.4.0 (loss registry, attribute
+evaluation, keypoint data, synthetic re-id data).
 
 Install with `make venv` (pins in requirements.txt; FastReID itself goes in with --no-deps because
 its metadata pins torch 1.13.1).
@@ -8,7 +9,7 @@ from setuptools import find_packages, setup
 setup(
     name="fastreid-ext",
     version="0.1.0",
-    description="Attribute, attention, keypoint and domain-adaptation re-id methods for FastReID",
+    description="Attribute and attention re-id methods (AANet, APR, HA-CNN) as FastReID plugins",
     packages=find_packages(include=["fastreid_ext", "fastreid_ext.*"]),
     python_requires=">=3.10",
     install_requires=[

@@ -19,7 +19,9 @@ import torch
 from common import (cpu_step_memory_mb, environment, measure_step_in_this_process, peak_memory_mb,
                     report, time_interleaved, train_step)
 
-import fastreid_ext  # noqa: F401
+import fastreid_ext
+
+fastreid_ext.register()  # compat layer + registration, before any fastreid import
 from fastreid.modeling import build_model
 
 from fastreid_ext.config import get_ext_cfg, merge_checked

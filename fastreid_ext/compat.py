@@ -1,9 +1,13 @@
 """Compatibility layer: FastReID 1.4.0 (PyPI) on torch 2.x, Python 3.11, numpy 2, CPU or CUDA.
 
 FastReID 1.4.0 was written for torch 1.13 / Python 3.8 and assumes a CUDA device. This module is
-the *only* place where fastreid-ext changes FastReID's behaviour; ``import fastreid_ext`` runs
-:func:`apply` before anything else. Every patch below names the FastReID line it answers
-(file and code as found in the 1.4.0 wheel) and is covered by ``tests/test_compat.py``.
+the *only* place where fastreid-ext changes FastReID's behaviour. Importing this module changes
+nothing; :func:`apply` patches (once; later calls return at once). Every fastreid-ext module that
+imports ``fastreid.data`` / ``fastreid.engine`` / ``fastreid.evaluation`` calls it first
+(``fastreid_ext.data.build``, ``data.common``, ``data.datasets``, ``modeling``, ``evaluation``,
+``engine``), and so does :func:`fastreid_ext.register`; ``import fastreid_ext`` alone does not.
+Every patch below names the FastReID line it answers (file and code as found in the 1.4.0 wheel)
+and is covered by ``tests/test_compat.py``.
 
 Patches (all idempotent, applied once):
 
@@ -21,13 +25,15 @@ P4  Baseline.preprocess   ``meta_arch/baseline.py: images.sub_(self.pixel_mean).
                           ["images"].flip(dims=[3])``) normalised twice; also images were only on
                           the model's device because DataLoaderX moved them -> out-of-place
                           normalisation on ``self.device``; flip-test runs through
-                          :class:`FlipAverage`, which also averages dict outputs.
+                          :class:`FlipAverage`, which also averages the ``inference`` dicts of the
+                          project's output mode (attribute probabilities, mirrored attention maps).
 P5  ReidEvaluator         ``reid_evaluation.py: _compile_dependencies`` runs ``make`` inside
                           site-packages and ``sys.exit(1)`` on failure -> never compiles; uses the
                           Cython ranker when importable (FastReID's own or the one
-                          :func:`build_cython_ranker` put in the user cache), else Python;
-                          ``process`` also takes dict outputs (``outputs["features"]``), the
-                          eval output of fastreid-ext models that predict more than a feature.
+                          :func:`build_cython_ranker` put in the user cache), else Python.
+                          (Its former dict-output handling is gone: every model returns the
+                          feature tensor in eval mode; the project's evaluators unwrap the
+                          ``inference`` dicts themselves, ``evaluation/reid_evaluation.py``.)
 P6  evaluate_rank         ``evaluation/rank.py: eval_market1501`` builds ``np.asarray(all_cmc)``
                           from rows of different lengths ("inhomogeneous shape") when a query
                           keeps < 50 gallery images, and both rankers return fewer than 10 CMC
@@ -73,6 +79,13 @@ P16 to_tensor             ``data/transforms/functional.py: torch.ByteTensor(torc
                           image of every run, and ``np.array(pic, np.int32, copy=False)`` (modes
                           I, I;16, F, 1) raises under numpy 2 ("Unable to avoid copy") -> the same
                           conversion with ``torch.frombuffer`` and ``np.asarray``; identical output.
+P17 Baseline losses        ``meta_arch/baseline.py: if 'CrossEntropyLoss' in loss_names: ...`` knows
+                          four hard-coded names and ignores every other name silently -> the
+                          Baseline's losses come from the project's loss registry
+                          (:mod:`fastreid_ext.modeling.losses`, built from ``MODEL.LOSSES.NAME`` in
+                          ``from_config``; an unknown name is an error listing the registered ones),
+                          with the same values and loss keys for FastReID's four names; a
+                          Baseline built without a config keeps FastReID's four names.
 ========================  =====================================================================
 """
 
@@ -374,17 +387,6 @@ def _patch_evaluation():
 
     ReidEvaluator._compile_dependencies = _compile_dependencies
 
-    orig_process = getattr(ReidEvaluator.process, "_orig", ReidEvaluator.process)
-
-    def process(self, inputs, outputs):
-        # models that also predict attributes return {"features": ..., ...} in eval mode
-        if isinstance(outputs, dict):
-            outputs = outputs["features"]
-        return orig_process(self, inputs, outputs)
-
-    process._orig = orig_process
-    ReidEvaluator.process = process
-
 
 # --------------------------------------------------------------------------------------------
 # P7: AMP on CUDA only
@@ -646,8 +648,81 @@ def _patch_to_tensor():
     transforms.to_tensor = to_tensor  # ``ToTensor.__call__`` uses the name imported there
 
 
+# --------------------------------------------------------------------------------------------
+# P17: Baseline losses from the loss registry
+# --------------------------------------------------------------------------------------------
+#: FastReID Baseline's loss-dict keys (FastReID's names; the registered losses use the same keys)
+BASELINE_LOSS_INPUTS = ("logits", "features", "targets")
+
+
+def _baseline_losses_from_kwargs(loss_kwargs: dict):
+    """FastReID's own four losses from a Baseline's ``loss_kwargs`` (a Baseline built without a config)."""
+    from torch import nn
+
+    from .modeling.losses import CircleLoss, Cosface, CrossEntropyLoss, TripletLoss
+
+    ce, tri = loss_kwargs.get("ce", {}), loss_kwargs.get("tri", {})
+    circle, cosface = loss_kwargs.get("circle", {}), loss_kwargs.get("cosface", {})
+    make = {
+        "CrossEntropyLoss": lambda: CrossEntropyLoss(eps=ce.get("eps", 0.0), alpha=ce.get("alpha", 0.2),
+                                                     scale=ce.get("scale", 1.0)),
+        "TripletLoss": lambda: TripletLoss(margin=tri.get("margin", 0.3), norm_feat=tri.get("norm_feat", False),
+                                           hard_mining=tri.get("hard_mining", True), scale=tri.get("scale", 1.0)),
+        "CircleLoss": lambda: CircleLoss(margin=circle.get("margin", 0.25), gamma=circle.get("gamma", 128),
+                                         scale=circle.get("scale", 1.0)),
+        "Cosface": lambda: Cosface(margin=cosface.get("margin", 0.25), gamma=cosface.get("gamma", 128),
+                                   scale=cosface.get("scale", 1.0)),
+    }
+    names = list(loss_kwargs.get("loss_names", ()))
+    unknown = [n for n in names if n not in make]
+    if unknown:
+        raise ValueError(f"Baseline built without a config knows FastReID's losses {list(make)}, not {unknown}; "
+                         "build it from a config (build_model(cfg)) to use any registered loss")
+    return nn.ModuleDict({n: make[n]() for n in names})
+
+
+def _patch_baseline_losses():
+    from fastreid.config import configurable
+    from fastreid.modeling.losses import log_accuracy
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    if getattr(Baseline.losses, "_fastreid_ext", False):
+        return
+    orig_init = Baseline.__init__.__wrapped__
+    orig_from_config = Baseline.from_config.__func__
+
+    @configurable
+    def __init__(self, *, loss_fns=None, **kwargs):
+        from .modeling.losses import check_loss_inputs
+
+        orig_init(self, **kwargs)
+        self.loss_fns = loss_fns if loss_fns is not None else _baseline_losses_from_kwargs(self.loss_kwargs)
+        check_loss_inputs("Baseline", self.loss_fns, BASELINE_LOSS_INPUTS)
+
+    def from_config(cls, cfg):
+        from .modeling.losses import build_losses
+
+        kwargs = orig_from_config(cls, cfg)
+        kwargs["loss_fns"] = build_losses(cfg)
+        return kwargs
+
+    def losses(self, outputs, gt_labels):
+        """FastReID's Baseline.losses, every loss from the registry (compat P17)."""
+        from .modeling.losses import compute_losses
+
+        log_accuracy(outputs["pred_class_logits"].detach(), gt_labels)
+        return compute_losses(self.loss_fns, {"logits": outputs["cls_outputs"], "features": outputs["features"],
+                                              "targets": gt_labels})
+
+    losses._fastreid_ext = True
+    Baseline.__init__ = __init__
+    Baseline.from_config = classmethod(from_config)
+    Baseline.losses = losses
+
+
 def apply():
-    """Apply every patch once. Called by ``import fastreid_ext``."""
+    """Apply every patch once (idempotent). Called by :func:`fastreid_ext.register` and at the top of every
+    fastreid-ext module that imports FastReID's data / engine / evaluation packages."""
     global _APPLIED
     if _APPLIED:
         return
@@ -667,6 +742,7 @@ def apply():
         _patch_optimizer()
         _patch_metric_printer()
         _patch_to_tensor()
+        _patch_baseline_losses()
     _APPLIED = True
 
 

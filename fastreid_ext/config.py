@@ -14,20 +14,18 @@ import torch
 from fastreid.config import CfgNode as CN
 from fastreid.config import get_cfg
 
-#: loss names each meta-architecture understands (FastReID ignores unknown names silently).
-KNOWN_LOSSES = {
-    "Baseline": {"CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface"},
-    "HACNNReID": {"CrossEntropyLoss", "TripletLoss"},
-    "APR": {"CrossEntropyLoss", "TripletLoss"},
-    "AANet": {"CrossEntropyLoss", "TripletLoss"},
-}
-
 #: per-image fields a dataset can put in the batch besides images/targets/camids/img_paths.
 EXTRA_FIELDS = ("attributes", "keypoints", "heatmaps")
 
 
 def add_ext_config(cfg: CN) -> CN:
-    """Add fastreid-ext's keys (with defaults) to a FastReID config, in place; returns it."""
+    """Add fastreid-ext's keys (with defaults) to a FastReID config, in place; returns it.
+
+    Also registers every fastreid-ext component (:func:`fastreid_ext.register`), so any flow that
+    builds a config with our keys finds our datasets and models in FastReID's registries."""
+    from . import register  # function-level: fastreid_ext/__init__ is light and imports no config
+
+    register()
     if hasattr(cfg, "EXT"):
         return cfg
     cfg.EXT = CN()
@@ -40,6 +38,12 @@ def add_ext_config(cfg: CN) -> CN:
     # ---------------------------------------------------------------- datasets
     # folder holding the dataset folders; "" = $FASTREID_DATASETS or ./datasets (FastReID's rule)
     cfg.DATASETS.ROOT = ""
+    # folder of person_keypoints_<split folder>.json for keypoints/heatmaps (any dataset); "" = <dataset folder>/keypoints/
+    cfg.DATASETS.KEYPOINTS_DIR = ""
+    # scan every image before training/evaluation (header + end-of-data check, cached by size/mtime; data/image_check.py)
+    cfg.DATASETS.CHECK_IMAGES = True
+    # with CHECK_IMAGES: drop unreadable images and list them in a warning, instead of stopping with the list
+    cfg.DATASETS.SKIP_UNREADABLE = False
 
     # ---------------------------------------------------------------- per-image extra fields
     # extra per-image tensors carried in the batch: any of "attributes", "keypoints", "heatmaps"
@@ -51,15 +55,38 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.INPUT.HEATMAP.SIGMA = 2.0
 
     # ---------------------------------------------------------------- training loop
+    # random seed of the run (python, numpy, torch; rank added per process); -1 = a fresh random seed,
+    # FastReID's behaviour. Data order after --resume is drawn anew either way
+    cfg.SEED = -1
     # iterations between log lines / metrics.json / tensorboard writes (FastReID hard-codes 200)
     cfg.SOLVER.LOG_PERIOD = 20
 
     # attribute annotation file for the *Attr datasets; "" = the dataset's default location
     cfg.DATASETS.ATTRIBUTE_FILE = ""
 
+    # ---------------------------------------------------------------- losses (registry: modeling/losses)
+    # weights of the project's registered losses; FastReID's own keep their MODEL.LOSSES.CE/TRI/... keys
+    cfg.MODEL.LOSSES.ATTR = CN()
+    # AttributeCrossEntropyLoss (APR, AANet attribute heads): scale
+    cfg.MODEL.LOSSES.ATTR.SCALE = 1.0
+    cfg.MODEL.LOSSES.MSE = CN()
+    # KeypointMSELoss (RBNet eq. 3, masked heatmap MSE): scale (the paper's l3)
+    cfg.MODEL.LOSSES.MSE.SCALE = 1.0
+    cfg.MODEL.LOSSES.SOFT_CE = CN()
+    # SoftCrossEntropyLoss (MMT, soft identity loss from the peer's mean net): scale
+    cfg.MODEL.LOSSES.SOFT_CE.SCALE = 1.0
+    cfg.MODEL.LOSSES.SOFT_TRI = CN()
+    # SoftTripletLoss (MMT): L2-normalise student and teacher features first
+    cfg.MODEL.LOSSES.SOFT_TRI.NORM_FEAT = False
+    # SoftTripletLoss (MMT): scale
+    cfg.MODEL.LOSSES.SOFT_TRI.SCALE = 1.0
+
     # ---------------------------------------------------------------- attributes (APR, AANet)
     cfg.MODEL.ATTRIBUTES = CN()
-    # attribute fields of the batch's `attributes`, in order; [] = the training set's attribute file
+    # attribute fields of the batch's `attributes`, in the attribute file's order. Derived from the data:
+    # [] = filled in from the training set's attribute file when the trainer / tools start
+    # (data.build.resolve_attribute_fields) and written to the run's config.yaml; a list that differs
+    # from the file's fields or order is an error
     cfg.MODEL.ATTRIBUTES.FIELDS = []
     # one 8-/9-way head per colour group instead of one binary head per colour field
     cfg.MODEL.ATTRIBUTES.GROUP_COLOURS = False
@@ -122,7 +149,7 @@ def add_ext_config(cfg: CN) -> CN:
 
 
 def get_ext_cfg() -> CN:
-    """FastReID's default config with fastreid-ext's keys added."""
+    """FastReID's default config with fastreid-ext's keys added (and every component registered)."""
     return add_ext_config(get_cfg())
 
 
@@ -171,12 +198,12 @@ def merge_checked(cfg: CN, config_file: str = "", opts: list | None = None) -> C
 
 def validate_config(cfg: CN) -> None:
     """Reject settings FastReID would silently misuse."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    known = KNOWN_LOSSES.get(arch)
-    if known is not None:
-        bad = [n for n in cfg.MODEL.LOSSES.NAME if n not in known]
-        if bad:
-            raise ValueError(f"MODEL.LOSSES.NAME has {bad}, unknown to {arch}; known: {sorted(known)}")
+    from .modeling.losses import registered_losses  # the loss registry is the one list of names
+
+    bad = [n for n in cfg.MODEL.LOSSES.NAME if n not in registered_losses()]
+    if bad:
+        raise ValueError(f"MODEL.LOSSES.NAME has {bad}, which no registered loss is called; registered losses: "
+                         f"{registered_losses()}")
     bad = [f for f in cfg.INPUT.EXTRA_FIELDS if f not in EXTRA_FIELDS]
     if bad:
         raise ValueError(f"INPUT.EXTRA_FIELDS has {bad}; known: {list(EXTRA_FIELDS)}")

@@ -9,7 +9,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import fastreid_ext  # noqa: E402,F401  (compat + registration before any fastreid.data import)
+import fastreid_ext  # noqa: E402
+
+fastreid_ext.register()  # compat + registration before any fastreid.data import
 
 #: where CI and developers find the shared data (tests skip cleanly when it is absent)
 SHARED = Path(os.environ.get("FASTREID_EXT_SHARED", REPO.parent / "shared"))
@@ -25,6 +27,19 @@ def _synthetic_root(tmp_path_factory, domain, num_ids, seed):
     generate(str(root / f"synthetic_{domain}"), domain=domain, num_train_ids=num_ids, num_test_ids=num_ids,
              seed=seed, progress=False)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one thread: on a 2-core machine shared with other jobs, two OpenMP threads contending
+    for the cores made model tests up to 20x slower (measured); restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -75,14 +90,27 @@ def random_feature_metrics(cfg, seeds=5):
     return np.mean(out, axis=0)
 
 
-def train(cfg):
-    """Train with fastreid-ext's trainer (FastReID's loop and hooks); returns (trainer, eval results)."""
+def train(cfg, untrained_metrics: bool = False, seed: int | None = None):
+    """Train with fastreid-ext's trainer (FastReID's loop and hooks); returns (trainer, eval results),
+    and with ``untrained_metrics`` also the metrics of the same (seeded) network before its first
+    step, evaluated the same way: the baseline a short training run must beat."""
     from fastreid_ext.engine import ExtTrainer
 
+    if seed is not None:
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
     cfg.freeze()
     trainer = ExtTrainer(cfg)
     trainer.resume_or_load(resume=False)
-    return trainer, trainer.train()
+    before = ExtTrainer.test(trainer.cfg, trainer.model) if untrained_metrics else None
+    results = trainer.train()
+    return (trainer, results, before) if untrained_metrics else (trainer, results)
 
 
 def logged_losses(output_dir):
@@ -91,3 +119,13 @@ def logged_losses(output_dir):
 
     rows = [json.loads(line) for line in open(Path(output_dir) / "metrics.json")]
     return [r["total_loss"] for r in rows if "total_loss" in r]
+
+
+def build_test_losses(*names, opts=()):
+    """``{name: loss}`` from the loss registry for ``names``, with config ``opts`` (KEY VALUE pairs);
+    triplet with batch-hard mining as FastReID's bagtricks configs."""
+    from fastreid_ext.modeling.losses import build_losses
+
+    cfg = make_cfg(None, ["MODEL.LOSSES.NAME", repr(tuple(names)), "MODEL.LOSSES.TRI.HARD_MINING", "True",
+                          *opts])
+    return build_losses(cfg)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import fastreid_ext  # noqa: F401  (applies the patches)
+import fastreid_ext
 from fastreid_ext import compat
+
+fastreid_ext.register()  # applies the patches (and registers our components)
 
 # build/bench scripts shipped inside the wheel, not modules: importing them runs a build or a benchmark
 SCRIPTS = {"fastreid.evaluation.rank_cylib.setup", "fastreid.evaluation.rank_cylib.test_cython"}
@@ -107,13 +109,21 @@ def test_p4_flip_test_averages_dict_outputs():
     assert torch.equal(x, torch.arange(6.).view(1, 1, 2, 3))
 
 
-def test_p5_evaluator_accepts_dict_outputs():
+def test_p5_stock_process_is_fastreids_and_the_project_evaluator_takes_inference_dicts():
+    """Every model returns the feature tensor in eval mode (issue 15), so FastReID's own
+    ReidEvaluator.process is no longer patched; the project's evaluator unwraps the dicts of its
+    output mode (``model.inference``)."""
     from fastreid.evaluation import ReidEvaluator
+    from fastreid.evaluation.reid_evaluation import ReidEvaluator as Stock
 
-    ev = ReidEvaluator(cfg=None, num_query=1)
+    from fastreid_ext.evaluation.reid_evaluation import ExtReidEvaluator
+
+    assert not hasattr(ReidEvaluator.process, "_orig") and ReidEvaluator.process is Stock.process
+    ev = ExtReidEvaluator(cfg=None, num_query=1)
     ev.process({"targets": torch.tensor([1]), "camids": torch.tensor([0])},
                {"features": torch.ones(1, 4), "attributes": [torch.ones(1, 2)]})
-    assert ev._predictions[0]["feats"].shape == (1, 4)
+    ev.process({"targets": torch.tensor([1]), "camids": torch.tensor([1])}, torch.zeros(1, 4))
+    assert [p["feats"].shape for p in ev._predictions] == [(1, 4), (1, 4)]
 
 
 def test_p5_evaluator_never_compiles_or_exits(monkeypatch):
@@ -155,23 +165,84 @@ def test_p6_python_ranker_on_tiny_gallery_matches_bruteforce():
     assert len(inps) == len(ref_ap)
 
 
+@pytest.fixture(scope="module")
+def cython_ranker(tmp_path_factory):
+    """FastReID's compiled ranker (``rank_cy.evaluate_cy``): the importable one (FastReID's package
+    or the cache of :func:`compat.build_cython_ranker`), else compiled now with
+    ``compat.build_cython_ranker`` into a temporary folder. Skips only where compiling is
+    impossible (no Cython, no C compiler, or the build fails), saying why."""
+    cy = compat._import_cython_ranker()
+    if cy is not None:
+        return cy
+    import importlib.util
+    import shutil
+    import subprocess
+
+    try:
+        import Cython  # noqa: F401
+    except ImportError:
+        pytest.skip("Cython is not installed: FastReID's ranker cannot be compiled")
+    if not any(shutil.which(c) for c in (os.environ.get("CC", "cc"), "gcc", "clang")):
+        pytest.skip("no C compiler found: FastReID's ranker cannot be compiled")
+    dest = tmp_path_factory.mktemp("rank_cy")
+    try:
+        compat.build_cython_ranker(dest)
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"compiling FastReID's ranker failed: {(e.stderr or b'').decode(errors='replace')[-500:]}")
+    built = sorted(dest.glob("rank_cy*.so")) + sorted(dest.glob("rank_cy*.pyd"))
+    assert built, f"build_cython_ranker produced no extension module in {dest}"
+    spec = importlib.util.spec_from_file_location("rank_cy", built[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.evaluate_cy
+
+
 @pytest.mark.parametrize("ng", [9, 80])
-def test_p6_evaluate_rank_cython_and_python_agree(ng):
+def test_p6_evaluate_rank_cython_and_python_agree(ng, cython_ranker, monkeypatch):
+    """compat.evaluate_rank with the compiled ranker and with the Python one give the same numbers,
+    and BOTH really ran: two different callables (the compiled one is not a Python function), each
+    called (spied) where compat is meant to choose it."""
+    import inspect
+
     rng = np.random.default_rng(1)
     dist, qp, gp, qc, gc = _random_case(rng, ng=ng)
+    python_ranker = compat.eval_market1501_py
+    assert cython_ranker is not python_ranker
+    assert inspect.isfunction(python_ranker) and not inspect.isfunction(cython_ranker), "not compiled"
+    calls = []
+
+    def cython_spy(*args):
+        calls.append("cython")
+        return cython_ranker(*args)
+
+    def python_spy(*args, **kwargs):
+        calls.append("python")
+        return python_ranker(*args, **kwargs)
+
+    monkeypatch.setattr(compat, "_import_cython_ranker", lambda: cython_spy)
+    monkeypatch.setattr(compat, "eval_market1501_py", python_spy)
+    ids = [np.ascontiguousarray(a, dtype=np.int64) for a in (qp, gp, qc, gc)]
+    max_rank = min(50, compat._min_kept(*ids))  # compat gives the compiled ranker this query set
+    py = compat.evaluate_rank(dist, qp, gp, qc, gc, max_rank=max_rank, use_cython=False)
+    assert calls == ["python"]
+    cy = compat.evaluate_rank(dist, qp, gp, qc, gc, max_rank=max_rank, use_cython=True)
+    assert calls == ["python", "cython"]
+    assert cy[0].shape == py[0].shape == (max_rank,)
+    for a, b in zip(py, cy):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    # the default max_rank (50): the compiled ranker only where every query keeps >= 50 images
     py = compat.evaluate_rank(dist, qp, gp, qc, gc, use_cython=False)
     auto = compat.evaluate_rank(dist, qp, gp, qc, gc, use_cython=True)
+    assert calls[2:] == ["python", "cython" if max_rank == 50 else "python"]
     for a, b in zip(py, auto):
         assert np.allclose(a, b)
     assert auto[0].shape == (50,)
     assert np.all(np.diff(auto[0]) >= 0), "CMC must be non-decreasing"
 
 
-def test_p6_fastreid_cython_ranker_is_wrong_on_tiny_galleries():
-    """Documents why compat bypasses the Cython ranker there (skips if it is not built)."""
-    cy = compat._import_cython_ranker()
-    if cy is None:
-        pytest.skip("Cython ranker not built")
+def test_p6_fastreid_cython_ranker_is_wrong_on_tiny_galleries(cython_ranker):
+    """Documents why compat bypasses the Cython ranker there (built if needed, see cython_ranker)."""
+    cy = cython_ranker
     dist, qp, gp, qc, gc = _random_case(np.random.default_rng(1))
     args = [np.ascontiguousarray(a, dtype=np.int64) for a in (qp, gp, qc, gc)]
     cmc, _, _ = cy(dist, *args, 50, False)

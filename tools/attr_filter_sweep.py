@@ -6,10 +6,12 @@
 
 For each threshold: the gallery fraction the filter keeps (and its inverse, the reduction), the
 distances actually computed and the measured speed-up of the filtered over the full search (same
-process and backend) with each search plan (``TEST.ATTR_FILTER.PLAN``: "exact" computes exactly the
-kept pairs, "auto" a superset when fewer, larger products are faster), and Rank-1 / mAP with and
-without the filter (excluded gallery images rank last; identical for both plans), i.e. the
-``filter-*`` columns of the evaluator, once per threshold and plan. Colours as in
+process and backend; both sides time the query side only: the gallery is prepared once, outside
+the timing, and the queries are normalised inside it on both sides) with each search plan
+(``TEST.ATTR_FILTER.PLAN``: "exact" computes exactly the kept pairs, "auto" a superset when fewer,
+larger products are faster), and Rank-1 / mAP with and without the filter (a gallery image the
+filter dropped is never a hit, a dropped true match counts as missed; identical for both plans),
+i.e. the ``filter-*`` columns of the evaluator, once per threshold and plan. Colours as in
 ``TEST.ATTR_FILTER.GROUP_COLOURS`` unless ``--colours`` says otherwise. Then, per attribute head,
 at each threshold: the fraction of test images with a confident prediction and the accuracy of those
 predictions, which is what decides the Rank-1 loss (a confident mistake on a query or on its true
@@ -27,13 +29,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastreid_ext  # noqa: E402,F401
+import fastreid_ext  # noqa: E402
+
+fastreid_ext.register()  # compat layer + registration, before any fastreid import
 import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from fastreid_ext.data import attribute_fields, build_test_loader  # noqa: E402
-from fastreid_ext.data.attributes import AttributeSchema  # noqa: E402
+from fastreid_ext.data import build_test_loader  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
+from fastreid_ext.modeling.common import attribute_schema  # noqa: E402
 from fastreid_ext.engine.inference import collect  # noqa: E402
 from fastreid_ext.evaluation.attr_evaluation import filter_report, grouped_probabilities  # noqa: E402
 from fastreid_ext.evaluation.attr_filter import full_search  # noqa: E402
@@ -121,14 +125,14 @@ def main(argv=None):
 
     cfg, model = load_model(args.config_file, args.opts)
     feats, probs, pids, camids, labels, nq = outputs(cfg, model, args)
-    schema = AttributeSchema(attribute_fields(cfg), cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
+    schema = attribute_schema(cfg)
     if len(probs) != len(schema):
         raise SystemExit(f"the outputs have {len(probs)} attribute heads, the config's schema {len(schema)}: "
                          "wrong --cache for this config? (--no-cache)")
     grouped = args.colours == "grouped" or (args.colours == "config" and cfg.TEST.ATTR_FILTER.GROUP_COLOURS)
     if grouped:
         probs = grouped_probabilities(schema, probs)
-        schema = AttributeSchema(schema.fields, group_colours=True)
+        schema = schema.grouped()
 
     full = full_search(feats[:nq], feats[nq:], metric=cfg.TEST.METRIC)
     rows = []

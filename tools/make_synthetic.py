@@ -18,32 +18,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)  # make the source tree importable when not installed
 
-
-def _load_synthetic():
-    """Import ``fastreid_ext.data.synthetic``.
-
-    ``fastreid_ext/__init__.py`` registers the whole extension (torch, FastReID:
-    several seconds), which the generator does not need.  Unless the package is
-    already imported, load the self-contained synthetic sub-package straight
-    from its folder under a private module name instead.
-    """
-    pkg_dir = os.path.join(_REPO, "fastreid_ext", "data", "synthetic")
-    init = os.path.join(pkg_dir, "__init__.py")
-    if "fastreid_ext" in sys.modules or not os.path.isfile(init):
-        import fastreid_ext.data.synthetic as synthetic
-        return synthetic
-    import importlib.util
-    name = "_fastreid_ext_synthetic"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[pkg_dir])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _load_synthetic()
-DEFAULT_DIFFICULTY = synthetic.DEFAULT_DIFFICULTY
-generate = synthetic.generate
+# plain package import: ``import fastreid_ext`` is light (no torch, no FastReID), so the generator
+# does not pay for the training stack
+from fastreid_ext.data.synthetic import DEFAULT_DIFFICULTY, generate  # noqa: E402
 
 
 def parse_args(argv=None):

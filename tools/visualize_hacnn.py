@@ -17,7 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastreid_ext  # noqa: E402,F401
+import fastreid_ext  # noqa: E402
+
+fastreid_ext.register()  # compat layer + registration, before any fastreid import
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 

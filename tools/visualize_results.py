@@ -18,16 +18,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastreid_ext  # noqa: E402,F401
+import fastreid_ext  # noqa: E402
+
+fastreid_ext.register()  # compat layer + registration, before any fastreid import
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fastreid_ext.data import attribute_fields, build_test_loader  # noqa: E402
-from fastreid_ext.data.attributes import AttributeSchema  # noqa: E402
+from fastreid_ext.data import build_test_loader  # noqa: E402
 from fastreid_ext.data.common import read_image  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
+from fastreid_ext.modeling.common import attribute_schema  # noqa: E402
 from fastreid_ext.engine.inference import collect  # noqa: E402
 from fastreid_ext.visualization import overlay_heatmap  # noqa: E402
 
@@ -119,7 +121,7 @@ def main(argv=None):
     res = collect(model, loader)
     schema = None
     if "probs" in res:
-        schema = AttributeSchema(attribute_fields(cfg), cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
+        schema = attribute_schema(cfg)
     f, pid, cam = res["features"], res["pids"], res["camids"]
     lists = ranked_lists(f[:nq], f[nq:], pid[:nq], pid[nq:], cam[:nq], cam[nq:], args.topk, cfg.TEST.METRIC)
     os.makedirs(args.output, exist_ok=True)

@@ -153,6 +153,10 @@ class AttributeSchema:
     def names(self) -> list[str]:
         return [h.name for h in self.heads]
 
+    def grouped(self) -> "AttributeSchema":
+        """The colour-grouped schema of the same fields (itself when already grouped)."""
+        return self if self.group_colours else AttributeSchema(self.fields, group_colours=True)
+
     @property
     def num_classes(self) -> list[int]:
         return [h.num_classes for h in self.heads]

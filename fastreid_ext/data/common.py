@@ -8,11 +8,15 @@ turns the requested ones into tensors in the sample dict, so they reach the mode
 
 from __future__ import annotations
 
-import torch
-from fastreid.data.common import CommDataset
-from PIL import Image, UnidentifiedImageError
+from .. import compat  # FastReID compatibility patches before any fastreid import
 
-from .keypoints import KeypointTransform, render_heatmaps
+compat.apply()
+
+import torch  # noqa: E402
+from fastreid.data.common import CommDataset  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from .keypoints import KeypointTransform, render_heatmaps  # noqa: E402
 
 
 def read_image(path: str) -> Image.Image:
@@ -52,8 +56,11 @@ class ExtCommDataset(CommDataset):
             src = "keypoints" if field == "heatmaps" else field
             missing = [it[0] for it in img_items if len(it) < 4 or it[3].get(src) is None]
             if missing:
+                hint = ("; keypoints come from person_keypoints_<split folder>.json in DATASETS.KEYPOINTS_DIR "
+                        "(default <dataset folder>/keypoints/), attached by fastreid_ext.data.build_* or "
+                        "fastreid_ext.data.dataset_keypoints.attach_keypoints" if src == "keypoints" else "")
                 raise ValueError(f"INPUT.EXTRA_FIELDS asks for '{field}', but the dataset gives none for "
-                                 f"{len(missing)} of {len(img_items)} images (first: {missing[0]})")
+                                 f"{len(missing)} of {len(img_items)} images (first: {missing[0]}){hint}")
 
     def __getitem__(self, index):
         item = self.img_items[index]

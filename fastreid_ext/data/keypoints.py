@@ -1,9 +1,9 @@
-"""Per-image COCO-17 keypoints: reading, geometric augmentation that keeps them aligned, heatmaps.
+"""Per-image COCO-17 keypoints on the torch side: geometric augmentation that keeps them aligned, heatmaps.
 
-On disk (synthetic set, and the offline mmpose tool for real sets) keypoints live in
-``<dataset>/keypoints/person_keypoints_<split folder>.json`` in COCO's keypoint-annotation format
-(``images`` with ``file_name``; ``annotations`` with 51 numbers ``x1,y1,v1,...``), pixel
-coordinates of the stored crop, visibility 0 (unlabelled/outside), 1 (occluded), 2 (visible).
+The names, flip pairs and the keypoint file format (reader and writer) are the torch-free contract
+:mod:`fastreid_ext.data.coco_keypoints`; :mod:`fastreid_ext.data.dataset_keypoints` attaches the
+files' keypoints to the items of any registered dataset. Keypoints are pixel coordinates of the
+stored crop, visibility 0 (unlabelled/outside), 1 (occluded), 2 (visible).
 
 Training augmentation moves pixels, so it must move keypoints too: :class:`KeypointTransform`
 does FastReID's geometric steps itself (resize, pad + random crop, horizontal flip with the
@@ -14,42 +14,22 @@ affine, AutoAugment, AugMix) are refused with a clear error instead of producing
 
 from __future__ import annotations
 
-import json
-import os
 import random
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .synthetic.render import COCO_FLIP_PAIRS, COCO_KEYPOINTS  # one definition (torch-free module)
+# one definition (torch-free contract module); re-exported for existing callers
+from .coco_keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, FLIP_INDEX, read_coco_keypoints
 
-#: index permutation applied on a horizontal flip (left <-> right)
-FLIP_INDEX = np.arange(len(COCO_KEYPOINTS))
-for _a, _b in COCO_FLIP_PAIRS:
-    FLIP_INDEX[_a], FLIP_INDEX[_b] = _b, _a
+__all__ = ["COCO_FLIP_PAIRS", "COCO_KEYPOINTS", "FLIP_INDEX", "KeypointTransform", "flip_keypoints",
+           "load_coco_keypoints", "render_heatmaps"]
 
 
 def load_coco_keypoints(path: str) -> dict[str, np.ndarray]:
-    """``{file_name: (17, 3) float32 array}`` from a COCO keypoint JSON; clear errors on bad files."""
-    try:
-        with open(path) as f:
-            coco = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"keypoint file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"keypoint file {path} is not valid JSON: {e}") from None
-    try:
-        names = {im["id"]: os.path.basename(im["file_name"]) for im in coco["images"]}
-        out = {}
-        for ann in coco["annotations"]:
-            kp = np.asarray(ann["keypoints"], dtype=np.float32)
-            if kp.size != 51:
-                raise ValueError(f"annotation {ann.get('id')} has {kp.size} numbers, expected 51")
-            out[names[ann["image_id"]]] = kp.reshape(17, 3)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"keypoint file {path}: not COCO keypoint format ({e})") from None
-    return out
+    """``{file_name: (17, 3) float32 array}`` of a keypoint file (:func:`.coco_keypoints.read_coco_keypoints`)."""
+    return read_coco_keypoints(path).keypoints
 
 
 def flip_keypoints(kpts: np.ndarray, width: float) -> np.ndarray:
@@ -93,6 +73,9 @@ class KeypointTransform:
     UNSUPPORTED = ("CROP", "AFFINE", "AUTOAUG", "AUGMIX")
 
     def __init__(self, cfg, is_train: bool):
+        from .. import compat
+
+        compat.apply()  # before the fastreid.data import
         from fastreid.data.transforms import build_transforms
 
         self.is_train = is_train

@@ -1,3 +1,5 @@
+from .. import compat  # FastReID compatibility patches before any fastreid import
+compat.apply()
 from .checkpoint import SafeCheckpointer
 from .trainer import ExtTrainer, load_model
 

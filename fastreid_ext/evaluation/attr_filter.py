@@ -6,12 +6,29 @@ when one of its CONFIDENT predictions (top class probability >= ``threshold``; 0
 differs from the query's confident prediction of the same attribute. An attribute on which either
 side is not confident never excludes. The remaining gallery is ranked by feature distance.
 
-Metrics on the full gallery. Excluded gallery images are ranked after all kept ones: in the
-distance matrix they get ``+inf`` (``excluded_value``), so FastReID's ranker puts them last, in no
-particular order (their distances are never computed). Rank-k and mAP therefore stay defined on the
-whole gallery: a true match that the filter dropped counts as found at the tail of the ranking.
-This is what "searching a reduced gallery" means for the metrics. In top-k mode only kept images
-are returned (rows padded with index -1 / distance +inf when fewer than k are kept).
+Metrics (:func:`evaluate_filtered`, :func:`eval_market1501_filtered`). The filtered retrieval
+returns only the kept gallery images, so a gallery image the filter dropped is NEVER a hit, at any
+rank: the evaluation takes the kept mask explicitly (``SearchResult.kept``) and never relies on
+where a ranker puts the excluded entries. (It used to rank the distance matrix, excluded pairs set
+to ``+inf``, with FastReID's ranker; a query keeping fewer than k images then had dropped images in
+its top k, in index order, and a dropped true match there counted as a hit.) Conventions, with
+FastReID's market1501 protocol otherwise (``fastreid/evaluation/rank.py``: gallery images of the
+query's identity AND camera are junk and removed; a query whose identity has no other image in the
+gallery is skipped; CMC averaged over the remaining queries):
+
+* a dropped true match is MISSED: it ranks after every kept image and adds nothing to the CMC;
+* AP = sum over the KEPT true matches of the precision at their rank among the kept images,
+  divided by the number of ALL true matches (kept or dropped): a dropped match contributes 0 (its
+  precision at rank "never retrieved" is 0);
+* INP (``|true matches| / rank of the hardest one``, FastReID's mINP) is 0 for a query with a
+  dropped true match: its hardest match is never retrieved;
+* the queries are those of the unfiltered evaluation (validity is decided on the whole gallery),
+  so the filtered and full numbers average over the same queries.
+
+With nothing dropped these are FastReID's numbers (tested against its Cython ranker and compat's
+Python ranker; distances are sorted as FastReID's Cython ranker sorts them, ``np.argsort`` of the
+float32 rows, so even tied distances are ordered alike). In top-k mode only kept images are
+returned (rows padded with index -1 / distance +inf when fewer than k are kept).
 
 Where the work is saved (it is real, not just counted):
 
@@ -48,6 +65,15 @@ Where the work is saved (it is real, not just counted):
    filter's in both plans. ``computed_fraction`` = distances actually computed / (Q * G);
    ``gallery_fraction`` = the filter's kept fraction (the paper's gallery reduction is its inverse).
 
+Timing (``SearchResult.time_s``, the speed-up ``full / filtered``): both searches time the same
+work, the QUERY side only. Preparing the gallery (normalising its features and copying them into
+the search structure: :meth:`FullSearch.fit`, :meth:`FilteredSearch.fit`, where the filter also
+sorts the gallery and adds its penalty columns) is the offline part of APR and is timed on
+neither side (``index_time_s``); normalising the queries (and, for the filter, their signatures,
+penalty columns and search plan) is timed on both. :func:`full_search` fits and searches in one
+call but reports only the search. (The full search used to time its gallery normalisation too,
+which inflated the filter's speed-up.)
+
 Backends: on CPU, faiss ``knn`` for top-k and one BLAS product (``np.matmul``) for a full distance
 matrix (faiss's own ``pairwise_distances`` runs the same sgemm and was measured slower: 0.70 s vs
 0.47 s for 3,000 x 8,000 x 2048-d on 2 cores); on a GPU, faiss ``knn_gpu`` / ``pairwise_distance_gpu`` when
@@ -63,8 +89,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["UNKNOWN", "confident_classes", "compatible_mask", "SearchResult", "FilteredSearch",
-           "full_search", "evaluate_filtered"]
+__all__ = ["UNKNOWN", "confident_classes", "compatible_mask", "SearchResult", "FilteredSearch", "FullSearch",
+           "full_search", "eval_market1501_filtered", "evaluate_filtered"]
 
 UNKNOWN = -1  #: head value of a signature where the prediction is not confident
 METRICS = ("cosine", "euclidean")
@@ -144,7 +170,10 @@ class SearchResult:
     ``gallery_fraction``: mean fraction of the gallery each query keeps (the paper's reduction is
     ``1 / gallery_fraction``). ``computed_fraction``: query-gallery distances actually computed
     / (Q * G). ``num_groups``: distinct query signatures; ``num_blocks``: searches run (plan leaves).
-    ``time_s``: query-time wall clock (the gallery side is prepared offline by :meth:`fit`).
+    ``time_s``: query-time wall clock: preparing the queries and searching, not preparing the
+    gallery (offline, ``fit``; see the module docstring, "Timing"). ``kept``: ``(Q, G)`` bool, the
+    filter's kept pairs in gallery order (distance-matrix mode of :class:`FilteredSearch`; None
+    means every pair is kept); computed after the timing, for the evaluation.
     """
 
     distmat: np.ndarray | None = None
@@ -156,6 +185,7 @@ class SearchResult:
     num_blocks: int = 1
     time_s: float = 0.0
     kept_per_query: np.ndarray | None = field(default=None, repr=False)
+    kept: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def reduction(self) -> float:
@@ -210,37 +240,74 @@ def _all_ip(xq, xb, gpu, out=None):
 # ------------------------------------------------------------------------------------------------
 # Full (unfiltered) search: the baseline
 # ------------------------------------------------------------------------------------------------
-def full_search(q_feat, g_feat, metric: str = "cosine", topk: int | None = None, use_gpu=None) -> SearchResult:
-    """Unfiltered exhaustive search with the same backend as :class:`FilteredSearch` (faiss
-    ``knn`` for top-k, one BLAS product for the distance matrix); times itself (``time_s``)."""
-    gpu = _resolve_gpu(use_gpu)
-    t0 = time.perf_counter()
-    xq, xb = _features(q_feat, metric, "query"), _features(g_feat, metric, "gallery")
-    if xq.shape[1] != xb.shape[1]:
-        raise ValueError(f"query dim {xq.shape[1]} != gallery dim {xb.shape[1]}")
-    nq, ng = len(xq), len(xb)
-    res = SearchResult(num_groups=1, num_blocks=1, kept_per_query=np.full(nq, ng, np.int64))
-    if metric == "euclidean":  # rank by |g|^2 - 2 q.g  ==  max over q.g - |g|^2 / 2
-        qn2 = (xq * xq).sum(1)
-        xq = np.ascontiguousarray(np.hstack([xq, np.full((nq, 1), -0.5, np.float32)]))
-        xb = np.ascontiguousarray(np.hstack([xb, (xb * xb).sum(1, keepdims=True)]))
-    if topk is None:
-        dist = _all_ip(xq, xb, gpu, out=np.empty((nq, ng), np.float32))
-        if metric == "cosine":
-            np.subtract(1.0, dist, out=dist)
+class FullSearch:
+    """Unfiltered exhaustive search with the same backend as :class:`FilteredSearch` (faiss ``knn``
+    for top-k, one BLAS product for the distance matrix): the baseline of the speed-up.
+
+    ``fit(g_feat)`` prepares the gallery (normalised features; euclidean: with their squared norms
+    as an extra column), timed in ``index_time_s``; ``search(q_feat, topk)`` times only the query
+    side (``SearchResult.time_s``), like :meth:`FilteredSearch.search`.
+    """
+
+    def __init__(self, metric: str = "cosine", use_gpu=None):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric, self.use_gpu = metric, use_gpu
+        self._xb = None
+        self.index_time_s = 0.0
+
+    def fit(self, g_feat) -> "FullSearch":
+        """Prepare the gallery (offline; not part of ``search``'s ``time_s``)."""
+        t0 = time.perf_counter()
+        xb = _features(g_feat, self.metric, "gallery")
+        if self.metric == "euclidean":  # rank by |g|^2 - 2 q.g  ==  max over q.g - |g|^2 / 2
+            xb = np.ascontiguousarray(np.hstack([xb, (xb * xb).sum(1, keepdims=True)]))
+        self._xb = xb
+        self.index_time_s = time.perf_counter() - t0
+        return self
+
+    def search(self, q_feat, topk: int | None = None) -> SearchResult:
+        """Distance matrix (``topk`` None) or the ``topk`` nearest gallery images of each query."""
+        if self._xb is None:
+            raise RuntimeError("no gallery: call fit(g_feat) first")
+        if topk is not None and int(topk) < 1:
+            raise ValueError(f"topk must be >= 1 or None, got {topk}")
+        gpu = _resolve_gpu(self.use_gpu)
+        xb = self._xb
+        d = xb.shape[1] - (self.metric == "euclidean")
+        t0 = time.perf_counter()
+        xq = _features(q_feat, self.metric, "query")
+        if xq.shape[1] != d:
+            raise ValueError(f"query dim {xq.shape[1]} != gallery dim {d}")
+        nq, ng = len(xq), len(xb)
+        res = SearchResult(num_groups=1, num_blocks=1, kept_per_query=np.full(nq, ng, np.int64))
+        if self.metric == "euclidean":
+            qn2 = (xq * xq).sum(1)
+            xq = np.ascontiguousarray(np.hstack([xq, np.full((nq, 1), -0.5, np.float32)]))
+        if topk is None:
+            dist = _all_ip(xq, xb, gpu, out=np.empty((nq, ng), np.float32))
+            if self.metric == "cosine":
+                np.subtract(1.0, dist, out=dist)
+            else:
+                dist *= -2.0
+                dist += qn2[:, None]
+            res.distmat = dist
+        elif nq and ng:
+            k = min(int(topk), ng)
+            sim, idx = _knn_ip(xq, xb, k, gpu)
+            dist = 1.0 - sim if self.metric == "cosine" else qn2[:, None] - 2.0 * sim
+            res.topk_idx, res.topk_dist = _pad(idx.astype(np.int64), dist.astype(np.float32), int(topk))
         else:
-            dist *= -2.0
-            dist += qn2[:, None]
-        res.distmat = dist
-    elif nq and ng:
-        k = min(int(topk), ng)
-        sim, idx = _knn_ip(xq, xb, k, gpu)
-        dist = 1.0 - sim if metric == "cosine" else qn2[:, None] - 2.0 * sim
-        res.topk_idx, res.topk_dist = _pad(idx.astype(np.int64), dist.astype(np.float32), int(topk))
-    else:
-        res.topk_idx, res.topk_dist = _pad(np.zeros((nq, 0), np.int64), np.zeros((nq, 0), np.float32), int(topk))
-    res.time_s = time.perf_counter() - t0
-    return res
+            res.topk_idx, res.topk_dist = _pad(np.zeros((nq, 0), np.int64), np.zeros((nq, 0), np.float32), int(topk))
+        res.time_s = time.perf_counter() - t0
+        return res
+
+
+def full_search(q_feat, g_feat, metric: str = "cosine", topk: int | None = None, use_gpu=None) -> SearchResult:
+    """Unfiltered exhaustive search in one call (:class:`FullSearch` ``.fit(g_feat).search(q_feat)``).
+    ``time_s`` is the query-side time only, as for :meth:`FilteredSearch.search` on a fitted gallery
+    (the gallery preparation is in the searcher's ``index_time_s``, not reported here)."""
+    return FullSearch(metric, use_gpu).fit(g_feat).search(q_feat, topk)
 
 
 def _pad(idx, dist, k):
@@ -265,14 +332,16 @@ class FilteredSearch:
 
     >>> fs = FilteredSearch(threshold=0.7)
     >>> res = fs.search(q_feat, g_feat, q_probs, g_probs)          # (Q, G) distmat, +inf = excluded
+    >>> res.kept                                                     # (Q, G) bool: the kept pairs
     >>> res = fs.search(q_feat, g_feat, q_probs, g_probs, topk=100) # nearest kept images only
 
     ``fit(g_feat, g_probs)`` prepares the gallery once (the offline part: normalised features with
-    penalty columns, signatures, sorted into signature blocks); ``search(q_feat, None, q_probs,
-    None)`` then reuses it. ``plan``: "auto" (cost model) or "exact" (every block is one gallery
-    signature: distances computed == kept pairs). ``gather_cost``, ``small_block_cost`` and
-    ``leaf_cost`` override the auto cost model. ``excluded_value``: distance of excluded pairs in
-    the distance matrix (+inf).
+    penalty columns, signatures, sorted into signature blocks; timed in ``index_time_s``, not in
+    the search's ``time_s``); ``search(q_feat, None, q_probs, None)`` then reuses it. ``plan``:
+    "auto" (cost model) or "exact" (every block is one gallery signature: distances computed ==
+    kept pairs). ``gather_cost``, ``small_block_cost`` and ``leaf_cost`` override the auto cost
+    model. ``excluded_value``: distance of excluded pairs in the distance matrix (+inf); evaluate
+    with the kept mask (``res.kept``, :func:`evaluate_filtered`), not with this value's rank.
     """
 
     def __init__(self, threshold: float = 0.7, metric: str = "cosine", use_gpu=None, plan: str = "auto",
@@ -409,7 +478,15 @@ class FilteredSearch:
         res.kept_per_query = self._kept_counts(sig)
         res.gallery_fraction = float(res.kept_per_query.sum() / denom) if nq and ng else 0.0
         res.num_groups = len(np.unique(sig, axis=0)) if nq else 0
+        if topk is None:
+            res.kept = self._kept_mask_of(sig)
         return res
+
+    def kept_mask(self, q_probs) -> np.ndarray:
+        """``(Q, G)`` bool: the gallery images (fitted gallery, original order) each query keeps."""
+        if self._gallery is None:
+            raise RuntimeError("no gallery: call fit(g_feat, g_probs) first")
+        return self._kept_mask_of(confident_classes(q_probs, self.threshold))
 
     # -------------------------------------------------------------------------------- helpers
     def _query_block(self, xq, sig):
@@ -502,6 +579,19 @@ class FilteredSearch:
         out_i[~np.isfinite(out_d)] = -1
         return out_i, out_d
 
+    def _kept_mask_of(self, sig):
+        """The exact filter as a (Q, G) mask in gallery order, via distinct signatures."""
+        g = self._gallery
+        nq, ng = len(sig), g["ng"]
+        if nq == 0 or ng == 0:
+            return np.zeros((nq, ng), bool)
+        conf = np.empty_like(g["conf"])
+        conf[g["perm"]] = g["conf"]  # back to the gallery's own order
+        gsig, ginv = np.unique(conf, axis=0, return_inverse=True)
+        qsig, qinv = np.unique(sig, axis=0, return_inverse=True)
+        ok = compatible_mask(qsig, gsig)
+        return ok[qinv.reshape(-1)][:, ginv.reshape(-1)]
+
     def _kept_counts(self, sig):
         """Kept gallery images per query (exact filter), via distinct gallery signatures."""
         g = self._gallery
@@ -519,15 +609,74 @@ class FilteredSearch:
 # ------------------------------------------------------------------------------------------------
 # Metrics
 # ------------------------------------------------------------------------------------------------
-def evaluate_filtered(dist_full, dist_filtered, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50) -> dict:
-    """Rank-1 / mAP / mINP (percent) of the full and the filtered distance matrices with FastReID's
-    ranker (``fastreid_ext.compat.evaluate_rank``, Market protocol), plus the differences
-    (filtered - full). Excluded entries (+inf) rank after every kept gallery image."""
-    from fastreid_ext import compat
+def eval_market1501_filtered(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, kept=None,
+                             chunk: int = 256):
+    """FastReID's market1501 evaluation of a FILTERED retrieval: ``(cmc[max_rank], all_AP, all_INP)``
+    like ``fastreid.evaluation.rank.evaluate_rank``.
 
+    ``kept``: ``(Q, G)`` bool, the gallery images each query's retrieval returns (None: all).
+    Only kept images take a rank (by ``distmat``, sorted as FastReID's ranker sorts: ``np.argsort``
+    of float32 rows); where the others fall in that sort, and so their distances, do not matter.
+    Junk (same identity and camera as the query) is removed and a query whose identity is absent
+    from the rest of the gallery is skipped, as in FastReID; a dropped true match is missed (no CMC
+    hit at any rank), counts in AP's denominator and makes the query's INP 0 (see the module
+    docstring). The CMC of a query that keeps fewer than ``max_rank`` images stays at its last
+    value (FastReID's Cython ranker leaves garbage there, compat's Python ranker pads likewise).
+    Queries are processed ``chunk`` at a time (memory ``chunk x G``).
+    """
+    distmat = np.asarray(distmat)
+    nq, ng = distmat.shape
+    q_pids, g_pids = np.asarray(q_pids).reshape(-1), np.asarray(g_pids).reshape(-1)
+    q_camids, g_camids = np.asarray(q_camids).reshape(-1), np.asarray(g_camids).reshape(-1)
+    if kept is not None:
+        kept = np.asarray(kept, bool)
+        if kept.shape != distmat.shape:
+            raise ValueError(f"kept mask of shape {kept.shape} for a distance matrix of shape {distmat.shape}")
+    all_cmc, all_AP, all_INP = [], [], []
+    for lo in range(0, nq, chunk):
+        hi = min(lo + chunk, nq)
+        same_id = g_pids[None, :] == q_pids[lo:hi, None]
+        junk = same_id & (g_camids[None, :] == q_camids[lo:hi, None])
+        match = same_id & ~junk
+        n_rel = match.sum(1)
+        valid = n_rel > 0
+        if not valid.any():
+            continue
+        sel = ~junk if kept is None else kept[lo:hi] & ~junk
+        d, sel, match, n_rel = distmat[lo:hi][valid], sel[valid], match[valid], n_rel[valid]
+        # the ranker's sort (FastReID's: np.argsort of float32 rows); the RANK of an image is the
+        # number of selected (kept, not junk) images up to it, so wherever the sort puts the
+        # others (whatever their distances), they neither take a rank nor count as hits
+        order = np.argsort(d.astype(np.float32, copy=False), axis=1)
+        kept_rank = np.take_along_axis(sel, order, 1).cumsum(1)
+        raw = np.take_along_axis(match & sel, order, 1)  # kept true matches along the order
+        hits = raw.cumsum(1)
+        found = hits[:, -1]
+        first = np.where(found > 0, kept_rank[np.arange(len(raw)), np.argmax(raw, 1)], np.iinfo(np.int64).max)
+        all_cmc.append((first[:, None] <= np.arange(1, max_rank + 1)[None, :]).astype(np.float32))
+        prec = np.where(raw, hits / np.maximum(kept_rank, 1), 0.0)
+        all_AP.extend((prec.sum(1) / n_rel).tolist())
+        last = kept_rank[np.arange(len(raw)), raw.shape[1] - 1 - np.argmax(raw[:, ::-1], 1)]
+        all_INP.extend(np.where(found == n_rel, n_rel / np.maximum(last, 1), 0.0).tolist())
+    if not all_cmc:
+        raise ValueError("evaluation: no query identity appears in the gallery (from another camera)")
+    return np.concatenate(all_cmc).mean(0), all_AP, all_INP
+
+
+def evaluate_filtered(dist_full, dist_filtered, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
+                      kept=None) -> dict:
+    """Rank-1 / Rank-5 / mAP / mINP (percent) of the full and of the filtered retrieval, plus the
+    differences (full - filtered), both with :func:`eval_market1501_filtered` (FastReID's
+    market1501 protocol; the full retrieval keeps everything, so its numbers are FastReID's).
+
+    ``kept``: ``(Q, G)`` bool, the pairs the filter kept (``SearchResult.kept``). None: the finite
+    entries of ``dist_filtered`` (:class:`FilteredSearch`'s default ``excluded_value`` is +inf);
+    pass ``kept`` explicitly for any other ``excluded_value``. A dropped image is never a hit."""
+    if kept is None:
+        kept = np.isfinite(np.asarray(dist_filtered))
     out = {}
-    for name, dist in (("full", dist_full), ("filtered", dist_filtered)):
-        cmc, ap, inp = compat.evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    for name, dist, mask in (("full", dist_full, None), ("filtered", dist_filtered, kept)):
+        cmc, ap, inp = eval_market1501_filtered(dist, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, kept=mask)
         out[name] = {"rank1": float(cmc[0] * 100), "rank5": float(cmc[min(4, len(cmc) - 1)] * 100),
                      "mAP": float(np.mean(ap) * 100), "mINP": float(np.mean(inp) * 100)}
     out["rank1_loss"] = out["full"]["rank1"] - out["filtered"]["rank1"]

@@ -1,2 +1,5 @@
-"""Models: importing this registers every fastreid-ext backbone, head and meta-architecture."""
-from . import meta_arch  # noqa: F401
+"""Models, in FastReID's layout: ``backbones/``, ``heads/``, ``losses/`` (the loss registry) and ``meta_arch/``.
+Importing this registers every fastreid-ext backbone, head, loss and meta-architecture."""
+from .. import compat  # FastReID compatibility patches before any fastreid import
+compat.apply()
+from . import backbones, heads, losses, meta_arch  # noqa: F401,E402  (registration)

@@ -1,8 +1,11 @@
 """Pieces every fastreid-ext meta-architecture shares (FastReID's Baseline has them inline).
 
-* :class:`ReidMetaArch`: pixel mean/std buffers, ``device``, and out-of-place image normalisation
-  on the model's device (FastReID normalised the batch in place).
-* :func:`loss_kwargs_from_cfg`: the ``MODEL.LOSSES`` mapping of FastReID's ``Baseline.from_config``.
+* :class:`ReidMetaArch`: pixel mean/std buffers, ``device``, out-of-place image normalisation on the
+  model's device (FastReID normalised the batch in place), the training-batch accessors and the
+  eval-mode contract (:meth:`ReidMetaArch.inference`).
+* :func:`event_storage`: FastReID's active event storage, or None outside a trainer.
+* :func:`precise_bn_targets`: FastReID's PreciseBN rule for identity targets.
+* :func:`attribute_schema`: a config's attribute heads.
 """
 
 from __future__ import annotations
@@ -13,38 +16,41 @@ from torch import nn
 from .. import compat
 
 
-def loss_kwargs_from_cfg(cfg) -> dict:
-    """``{"loss_names", "ce", "tri", "circle", "cosface"}`` exactly as FastReID's Baseline reads them."""
-    L = cfg.MODEL.LOSSES
-    return {
-        "loss_names": tuple(L.NAME),
-        "ce": {"eps": L.CE.EPSILON, "alpha": L.CE.ALPHA, "scale": L.CE.SCALE},
-        "tri": {"margin": L.TRI.MARGIN, "norm_feat": L.TRI.NORM_FEAT, "hard_mining": L.TRI.HARD_MINING,
-                "scale": L.TRI.SCALE},
-        "circle": {"margin": L.CIRCLE.MARGIN, "gamma": L.CIRCLE.GAMMA, "scale": L.CIRCLE.SCALE},
-        "cosface": {"margin": L.COSFACE.MARGIN, "gamma": L.COSFACE.GAMMA, "scale": L.COSFACE.SCALE},
-    }
+def event_storage():
+    """FastReID's current event storage, or None when no trainer is running."""
+    from fastreid.utils.events import get_event_storage
+
+    try:
+        return get_event_storage()
+    except AssertionError:
+        return None
 
 
-def checked_loss_kwargs(model: str, loss_kwargs: dict | None, supported) -> dict:
-    """Copy of ``loss_kwargs`` with ``loss_names`` validated against ``supported`` (FastReID ignores
-    unknown names silently; we raise, naming them) and empty ``ce``/``tri`` entries filled in."""
-    kw = dict(loss_kwargs or {})
-    names = tuple(kw.get("loss_names", ("CrossEntropyLoss",)))
-    unknown = [n for n in names if n not in supported]
-    if unknown:
-        raise ValueError(f"{model}: unknown loss name(s) {unknown} in MODEL.LOSSES.NAME; "
-                         f"supported: {list(supported)}")
-    if not names:
-        raise ValueError(f"{model}: MODEL.LOSSES.NAME is empty; use some of {list(supported)}")
-    kw["loss_names"] = names
-    kw.setdefault("ce", {})
-    kw.setdefault("tri", {})
-    return kw
+def precise_bn_targets(targets: torch.Tensor) -> torch.Tensor:
+    """FastReID's PreciseBN convention (``meta_arch/baseline.py``): a batch whose targets sum to a
+    negative number (PreciseBN's placeholder labels) trains as if every target were 0, so margin
+    classifiers do not index out of range. Returns a new tensor (the input is not modified)."""
+    return torch.zeros_like(targets) if targets.sum() < 0 else targets
+
+
+def attribute_schema(cfg):
+    """The attribute heads of a config: fields ``MODEL.ATTRIBUTES.FIELDS`` (resolved from the training
+    set's attribute file when the trainer starts, :func:`fastreid_ext.data.build.resolve_attribute_fields`),
+    colour grouping ``MODEL.ATTRIBUTES.GROUP_COLOURS``. Reads the config only, never a dataset."""
+    from ..data.attributes import AttributeSchema
+
+    fields = list(cfg.MODEL.ATTRIBUTES.FIELDS)
+    if not fields:
+        raise ValueError(
+            f"{cfg.MODEL.META_ARCHITECTURE} needs MODEL.ATTRIBUTES.FIELDS (the attribute fields of the batch's "
+            "'attributes', in the attribute file's order). tools/train_net.py and ExtTrainer fill it in from the "
+            "training set's attribute file and write it to the run's config.yaml; when building a model yourself, "
+            "call fastreid_ext.data.build.resolve_attribute_fields(cfg) first or set the key")
+    return AttributeSchema(fields, cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
 
 
 class ReidMetaArch(nn.Module):
-    """Base of our meta-architectures: normalisation buffers and device handling."""
+    """Base of our meta-architectures: normalisation buffers, device handling, batch accessors."""
 
     def __init__(self, pixel_mean, pixel_std):
         super().__init__()
@@ -63,3 +69,7 @@ class ReidMetaArch(nn.Module):
         if not isinstance(batched_inputs, dict) or key not in batched_inputs:
             raise ValueError(f"{type(self).__name__}: the batch has no '{key}' (needed in training)")
         return batched_inputs[key].to(self.device)
+
+    def training_targets(self, batched_inputs) -> torch.Tensor:
+        """Identity targets of a training batch (long, on the model's device, PreciseBN rule applied)."""
+        return precise_bn_targets(self.batch_field(batched_inputs, "targets").long())

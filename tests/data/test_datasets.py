@@ -38,8 +38,11 @@ def test_synthetic_duke_round_trips_through_fastreid_duke_reader(synthetic_duke_
 def test_items_carry_attributes_and_keypoints(synthetic_root):
     from fastreid.data.datasets import DATASET_REGISTRY
 
+    from fastreid_ext.data.dataset_keypoints import attach_keypoints
+
     ds = DATASET_REGISTRY.get("SyntheticMarket")(root=str(synthetic_root))
-    path, pid, camid, extras = ds.train[0]
+    assert "keypoints" not in ds.train[0][3]  # read only when asked for (the loaders attach them)
+    path, pid, camid, extras = attach_keypoints(ds.train, ds)[0]
     assert extras["attributes"].shape == (27,) and extras["attributes"].dtype == np.int64
     assert extras["keypoints"].shape == (17, 3)
     assert set(np.unique(extras["attributes"])) <= {0, 1, 2, 3}
@@ -66,9 +69,10 @@ def _one_image(synthetic_root):
     from fastreid.data.datasets import DATASET_REGISTRY
 
     from fastreid_ext.data.common import read_image
+    from fastreid_ext.data.dataset_keypoints import attach_keypoints
 
     ds = DATASET_REGISTRY.get("SyntheticMarket")(root=str(synthetic_root))
-    path, _, _, extras = next(it for it in ds.train if (it[3]["keypoints"][5:7, 2] > 0).all())
+    path, _, _, extras = next(it for it in attach_keypoints(ds.train, ds) if (it[3]["keypoints"][5:7, 2] > 0).all())
     return read_image(path), extras["keypoints"]
 
 

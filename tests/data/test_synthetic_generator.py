@@ -78,16 +78,18 @@ def _tree_bytes(root):
 
 # --------------------------------------------------------------------------- package hygiene
 def test_package_does_not_import_torch_or_fastreid(tmp_path):
-    """The generator is loadable on its own (as tools/make_synthetic.py does) without torch."""
+    """The generator and the keypoint contract import (plain package imports, as tools/make_synthetic.py
+    does) and run without torch or FastReID."""
     code = f"""
-import importlib.util, sys
-pkg = {str(REPO / 'fastreid_ext' / 'data' / 'synthetic')!r}
-spec = importlib.util.spec_from_file_location('_syn', pkg + '/__init__.py',
-                                              submodule_search_locations=[pkg])
-m = importlib.util.module_from_spec(spec); sys.modules['_syn'] = m; spec.loader.exec_module(m)
-m.generate({str(tmp_path / 'x')!r}, num_train_ids=1, num_test_ids=1, images_per_cam=(1, 1),
-           num_distractors=0, num_junk=0, progress=False)
-bad = [k for k in sys.modules if k.split('.')[0] in ('torch', 'fastreid', 'fastreid_ext')]
+import sys
+sys.path.insert(0, {str(REPO)!r})
+import fastreid_ext, fastreid_ext.data
+import fastreid_ext.data.coco_keypoints as ck, fastreid_ext.data.dataset_keypoints
+from fastreid_ext.data.synthetic import generate
+generate({str(tmp_path / 'x')!r}, num_train_ids=1, num_test_ids=1, images_per_cam=(1, 1),
+         num_distractors=0, num_junk=0, progress=False)
+assert len(ck.read_coco_keypoints({str(tmp_path / 'x' / 'keypoints' / 'person_keypoints_query.json')!r})) > 0
+bad = [k for k in sys.modules if k.split('.')[0] in ('torch', 'fastreid')]
 assert not bad, bad
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,5 +1,8 @@
 """Attribute metrics: official Market protocol, mA and instance metrics, evaluator plumbing."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -32,8 +35,8 @@ def test_perfect_predictions_score_100_on_the_market_protocol():
     ev = AttrReidEvaluator.__new__(AttrReidEvaluator)
     ev.schema = schema
     res = ev.attribute_metrics(probs, fields)
-    protocol = [k for k in res if k.startswith("attr-") and k != "attr-mean"]
-    assert len(protocol) == 12
+    protocol = [k for k in res if k.startswith("attr-") and k not in ("attr-mean", "attr-images")]
+    assert len(protocol) == 12 and res["attr-images"] == 50
     assert all(res[k] == pytest.approx(100) for k in protocol)
     assert res["mA"] == pytest.approx(100) and res["inst-F1"] == pytest.approx(100)
 
@@ -173,3 +176,277 @@ def test_filter_sweep_cache_key_changes_with_the_weights_file(tmp_path):
     assert cache_key(cfg) != before
     other = make_cfg("configs/Synthetic/apr_R18.yml", ["MODEL.WEIGHTS", str(w), "DATASETS.ROOT", str(tmp_path)])
     assert cache_key(other) != cache_key(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Official Market protocol: every image counted, any "yes" colour correct (evaluate_market_attribute.m)
+# ------------------------------------------------------------------------------------------------
+def _hand_protocol_case():
+    """6 images, Market fields. Colours: image 1 has two "yes" upper colours (black, red) and no "yes"
+    lower colour; image 2 no "yes" upper colour; image 5's upper colours are unlabelled (-1), as are
+    image 4's hat and image 5's gender. Predictions (colour-grouped heads) with mistakes."""
+    schema = AttributeSchema(MARKET_ATTRIBUTES, group_colours=True)
+    F = list(MARKET_ATTRIBUTES)
+    fields = np.zeros((6, len(F)), np.int64)
+    fields[:, F.index("age")] = 1
+    ups = [f for f in F if f.startswith("up") and f != "up"]
+    downs = [f for f in F if f.startswith("down") and f != "down"]
+    yes = {0: (["upblack"], ["downblue"]), 1: (["upblack", "upred"], []), 2: ([], ["downblack"]),
+           3: (["upwhite"], ["downgray"]), 4: (["upblue"], ["downblack"]), 5: ([], ["downyellow"])}
+    for i, (u, d) in yes.items():
+        for f in u + d:
+            fields[i, F.index(f)] = 1
+    fields[5, [F.index(f) for f in ups]] = -1
+    fields[4, F.index("hat")] = -1
+    fields[5, F.index("gender")] = -1
+    targets = schema.targets(torch.as_tensor(fields)).numpy()  # colours: -1 where not one-hot
+    probs = one_hot_probs(schema, targets)
+    up_pred = ["upblack", "upred", "upblack", "upblack", "upblue", "upgreen"]
+    down_pred = ["downblue", "downblack", "downblack", "downblue", "downblack", "downyellow"]
+    for name, pred, group in (("upcolor", up_pred, ups), ("downcolor", down_pred, downs)):
+        h = schema.names.index(name)
+        order = list(schema.heads[h].fields)
+        probs[h] = np.eye(len(order))[[order.index(p) for p in pred]]
+    hat, gender = schema.names.index("hat"), schema.names.index("gender")
+    probs[hat][0] = probs[hat][0][::-1]  # wrong on image 0
+    probs[hat][4] = [0.0, 1.0]  # image 4 unlabelled: not counted
+    probs[gender][[1, 2]] = probs[gender][[1, 2]][:, ::-1]  # wrong on images 1 and 2
+    return schema, probs, fields
+
+
+def test_market_protocol_counts_every_image_and_any_yes_colour_by_hand(caplog):
+    import logging
+
+    schema, probs, fields = _hand_protocol_case()
+    ev = AttrReidEvaluator.__new__(AttrReidEvaluator)
+    ev.schema = schema
+    with caplog.at_level(logging.INFO, logger="fastreid_ext.evaluation.attr_evaluation"):
+        res = ev.attribute_metrics(probs, fields)
+    # upper colour: images 0-4 counted (5's colours unlabelled); correct: 0 (black), 1 (red is one of
+    # its two "yes"), 4; wrong: 2 (no "yes" colour: every prediction wrong), 3
+    assert res["attr-upcolor"] == pytest.approx(100 * 3 / 5)
+    # lower colour: all 6 counted; wrong: 1 (no "yes"), 3
+    assert res["attr-downcolor"] == pytest.approx(100 * 4 / 6)
+    assert res["attr-hat"] == pytest.approx(100 * 4 / 5)  # image 4 unlabelled
+    assert res["attr-gender"] == pytest.approx(100 * 3 / 5)  # image 5 unlabelled
+    others = [n for n in schema.names if n not in ("upcolor", "downcolor", "hat", "gender")]
+    assert all(res[f"attr-{n}"] == pytest.approx(100) for n in others) and len(others) == 8
+    assert res["attr-mean"] == pytest.approx((60 + 400 / 6 + 80 + 60 + 800) / 12)
+    assert res["attr-images"] == 6
+    assert not any(k.startswith("attr-n-") for k in res)  # counts go to the log table, not the results
+    from fastreid_ext.evaluation.attr_evaluation import market_protocol
+
+    rows = {r["attribute"]: r for r in market_protocol(schema, probs, fields)}
+    assert (rows["upcolor"]["images"], rows["upcolor"]["non-one-hot"]) == (5, 2)
+    assert (rows["downcolor"]["images"], rows["downcolor"]["non-one-hot"]) == (6, 1)
+    assert (rows["hat"]["images"], rows["gender"]["images"], rows["age"]["images"]) == (5, 5, 6)
+    assert "non-one-hot" in caplog.text and "upcolor" in caplog.text
+
+
+def test_market_protocol_with_apr_binary_colour_heads():
+    """APR's 27 heads: the predicted colour is the one with the highest "yes" probability; same
+    accuracies as the grouped heads of the hand case."""
+    schema, gprobs, fields = _hand_protocol_case()
+    apr = AttributeSchema(MARKET_ATTRIBUTES)
+    by_name = dict(zip(schema.names, gprobs))
+    probs = []
+    for h in apr.heads:
+        if h.name in by_name:
+            probs.append(by_name[h.name])
+            continue
+        group = "upcolor" if h.name.startswith("up") else "downcolor"
+        k = schema.heads[schema.names.index(group)].fields.index(h.name)
+        p_yes = np.where(by_name[group][:, k] == 1, 0.9, 0.2)
+        probs.append(np.stack([1 - p_yes, p_yes], 1))
+    ev = AttrReidEvaluator.__new__(AttrReidEvaluator)
+    ev.schema = apr
+    res = ev.attribute_metrics(probs, fields)
+    assert res["attr-upcolor"] == pytest.approx(60) and res["attr-downcolor"] == pytest.approx(400 / 6)
+
+
+def test_binary_labels_of_a_colour_group_are_its_own_fields():
+    """mA / instance metrics: a colour group contributes one binary label per colour FIELD (so a
+    non-one-hot identity's colours are still evaluated), -1 only where the field is unlabelled."""
+    from fastreid_ext.evaluation.attr_evaluation import binary_labels
+
+    schema, probs, fields = _hand_protocol_case()
+    pred, label = binary_labels(schema, probs, fields)
+    cols, j = {}, 0
+    for h in schema.heads:
+        for f in (h.fields if h.is_group else [h.name] * (h.num_classes if h.num_classes > 2 else 1)):
+            cols.setdefault(f, []).append(j)
+            j += 1
+    assert label.shape == pred.shape == (6, j)
+    F = list(MARKET_ATTRIBUTES)
+    for f in ("upblack", "upred", "downblack", "downyellow"):
+        np.testing.assert_array_equal(label[:, cols[f][0]], fields[:, F.index(f)])
+    assert label[1, cols["upred"][0]] == 1 and label[1, cols["upblack"][0]] == 1  # two "yes" colours
+    assert pred[1, cols["upred"][0]] == 1 and pred[1, cols["upblack"][0]] == 0
+
+
+#: the official attribute file (vana77/Market-1501_Attribute) in the shared data (../shared, or $FASTREID_EXT_SHARED)
+MARKET_ATTRIBUTE_FILE = Path(os.environ.get("FASTREID_EXT_SHARED", Path(__file__).resolve().parents[2].parent / "shared")) \
+    / "data" / "attributes" / "market_attribute.mat"
+
+
+@pytest.mark.skipif(not MARKET_ATTRIBUTE_FILE.exists(), reason=f"official file not found: {MARKET_ATTRIBUTE_FILE}")
+def test_official_market_file_non_one_hot_colour_counts():
+    """The official file: among the 750 test identities, 69 have no "yes" upper colour and 44 no
+    "yes" lower colour (none has several). The former evaluation silently dropped them."""
+    from fastreid_ext.data.attributes import load_attribute_mat
+
+    table = load_attribute_mat(str(MARKET_ATTRIBUTE_FILE))
+    ids = sorted(table.values["test"])
+    fields = np.stack([table.encoded("test", p) for p in ids])
+    assert len(ids) == 750
+    schema = AttributeSchema(table.names, group_colours=True)
+    counts = {}
+    for h in schema.heads:
+        if h.is_group:
+            n_yes = (fields[:, [table.names.index(f) for f in h.fields]] == 1).sum(1)
+            counts[h.name] = (int((n_yes == 0).sum()), int((n_yes > 1).sum()))
+    assert counts == {"upcolor": (69, 0), "downcolor": (44, 0)}
+    targets = schema.targets(torch.as_tensor(fields)).numpy()
+    assert (targets[:, schema.names.index("upcolor")] < 0).sum() == 69  # what the schema ignores
+
+
+# ------------------------------------------------------------------------------------------------
+# mA: FastReID FastAttr's convention for labels without positives / negatives
+# ------------------------------------------------------------------------------------------------
+def test_ma_degenerate_labels_follow_fastattr_by_hand(caplog):
+    import logging
+
+    label = np.array([[1, 0, 0, 1, -1],
+                      [1, 0, -1, 1, -1],
+                      [0, 0, 1, 1, -1]])
+    pred = np.array([[1, 1, 0, 1, 1],
+                     [0, 0, 1, 0, 1],
+                     [0, 0, 1, 1, 1]])
+    with caplog.at_level(logging.INFO, logger="fastreid_ext.evaluation.attr_evaluation"):
+        r = label_and_instance_metrics(pred, label)
+    # label 0: P=2 TP=1, N=1 TN=1 -> 0.75; label 1 (no positive): (0 + TN/N = 2/3) / 2;
+    # label 2 (row 1 masked): 1; label 3 (no negative): (TP/P = 2/3 + 0) / 2; label 4: unlabelled
+    assert r["mA"] == pytest.approx(100 * (0.75 + 1 / 3 + 1 + 1 / 3) / 4)
+    # instances (masked entries ignored): row 0 gt {0,3} pred {0,1,3}; row 1 gt {0,3} pred {};
+    # row 2 gt {2,3} pred {2,3}
+    assert r["inst-acc"] == pytest.approx(100 * (2 / 3 + 0 + 1) / 3)
+    assert r["inst-prec"] == pytest.approx(100 * (2 / 3 + 0 + 1) / 3)
+    assert r["inst-rec"] == pytest.approx(100 * 2 / 3)
+    p, rc = (2 / 3 + 1) / 3, 2 / 3
+    assert r["inst-F1"] == pytest.approx(100 * 2 * p * rc / (p + rc))
+    assert "2 of 4 labels degenerate" in caplog.text and "1 without positives" in caplog.text
+    assert "1 without negatives" in caplog.text and "1 label(s) without any labelled entry" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-process evaluation: attribute predictions gathered from every process (as FastReID's features)
+# ------------------------------------------------------------------------------------------------
+def _synthetic_eval_set(n_ids=12, per=4, seed=5):
+    """Features, attribute probabilities, labels, pids and cameras of a small test set, queries first."""
+    rng = np.random.default_rng(seed)
+    schema = AttributeSchema(MARKET_ATTRIBUTES)
+    pids = np.repeat(np.arange(1, n_ids + 1), per)
+    cams = np.tile(np.arange(per), n_ids)
+    fields = random_fields(n_ids, rng)[pids - 1]
+    fields[::7, 0] = -1  # a few unlabelled entries
+    feats = rng.standard_normal((n_ids, 16))[pids - 1] + 0.7 * rng.standard_normal((len(pids), 16))
+    probs = []
+    for k in schema.num_classes:
+        z = rng.standard_normal((len(pids), k)) * 2
+        probs.append(np.exp(z) / np.exp(z).sum(1, keepdims=True))
+    order = np.concatenate([np.arange(0, len(pids), per), [i for i in range(len(pids)) if i % per]])
+    return dict(feats=feats[order].astype(np.float32), probs=[p[order].astype(np.float32) for p in probs],
+                fields=fields[order], pids=pids[order], cams=cams[order], num_query=n_ids)
+
+
+def _evaluate_rows(data, lo, hi, batch=5):
+    """AttrReidEvaluator (filter on) fed rows lo:hi of the set, in batches (one process's share)."""
+    from fastreid_ext.config import get_ext_cfg
+
+    cfg = get_ext_cfg()
+    cfg.TEST.ATTR_FILTER.ENABLED = True
+    cfg.TEST.ATTR_FILTER.THRESHOLD = 0.6
+    ev = AttrReidEvaluator(cfg, num_query=data["num_query"], schema=AttributeSchema(MARKET_ATTRIBUTES))
+    ev.reset()
+    for a in range(lo, hi, batch):
+        b = min(a + batch, hi)
+        ev.process({"targets": torch.as_tensor(data["pids"][a:b]), "camids": torch.as_tensor(data["cams"][a:b]),
+                    "attributes": torch.as_tensor(data["fields"][a:b])},
+                   {"features": torch.as_tensor(data["feats"][a:b]),
+                    "attributes": [torch.as_tensor(p[a:b]) for p in data["probs"]]})
+    return ev.evaluate()
+
+
+def _dist_worker(rank, world, init_method, data, out_dir):
+    """One process of a gloo group: evaluates its contiguous share (FastReID's InferenceSampler)."""
+    import datetime
+    import pickle
+    import traceback
+
+    import torch.distributed as dist
+
+    try:
+        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=60))
+        n = len(data["pids"])
+        per = -(-n // world)
+        res = _evaluate_rows(data, rank * per, min(n, (rank + 1) * per))
+        dist.barrier()
+        dist.destroy_process_group()
+        out = {"results": res}
+    except BaseException:  # noqa: BLE001 - reported to the parent
+        out = {"error": traceback.format_exc()}
+    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(out, f)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multiprocess_evaluation_gathers_attributes_to_rank0(tmp_path):
+    """2 CPU processes (gloo), each evaluating half of the set: rank 0 reports exactly the
+    single-process results (re-id, attribute metrics and the filter), rank 1 returns {}."""
+    import multiprocessing as mp
+    import pickle
+
+    data = _synthetic_eval_set()
+    single = _evaluate_rows(data, 0, len(data["pids"]))
+    # a fresh interpreter per process (never fork a parent whose OpenMP / BLAS pools may be running):
+    # the fork server imports this module once, clean, and forks both workers from it
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    env = {"GLOO_SOCKET_IFNAME": "lo"} if os.path.isdir("/sys/class/net/lo") else {}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        init = f"tcp://127.0.0.1:{_free_port()}"
+        procs = [ctx.Process(target=_dist_worker, args=(r, 2, init, data, str(tmp_path)), daemon=True)
+                 for r in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        hung = [p for p in procs if p.is_alive()]
+        for p in hung:
+            p.kill()
+        assert not hung, "distributed evaluation did not finish within 120 s"
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    outs = []
+    for r in range(2):
+        with open(tmp_path / f"rank{r}.pkl", "rb") as f:
+            outs.append(pickle.load(f))
+        assert "error" not in outs[r], outs[r].get("error")
+    assert outs[1]["results"] == {}
+    got = outs[0]["results"]
+    timing = {k for k in single if k.startswith("filter-speedup")}
+    assert {"attr-mean", "mA", "filter-mAP", "Rank-1"} <= set(single) and timing
+    assert set(got) == set(single)
+    for k in set(single) - timing:
+        assert got[k] == pytest.approx(single[k], rel=1e-6, abs=1e-9), k

@@ -206,3 +206,211 @@ def test_end_to_end_perfect_attributes_keep_rank1():
     assert res.reduction > 5
     same = (attrs[q_pid][:, None, :] == attrs[g_pid][None, :, :]).all(-1)
     np.testing.assert_array_equal(np.isfinite(res.distmat), same)
+
+
+# ------------------------------------------------------------------------------------------------
+# Filtered evaluation: a gallery image the filter dropped is never a hit (kept mask, not +inf order)
+# ------------------------------------------------------------------------------------------------
+#: gallery of the hand-made case: (pid, camid) of each image
+HAND_GALLERY = [(1, 1), (2, 1), (3, 2), (4, 2), (5, 1), (1, 0), (2, 2), (6, 2)]
+#: queries: (pid, camid); query 2's identity is not in the gallery (skipped, as FastReID does)
+HAND_QUERIES = [(1, 0), (2, 0), (7, 0), (3, 0)]
+HAND_DIST = np.array([
+    [0.3, 0.1, 0.2, 0.4, 0.5, 0.0, 0.6, 0.7],     # q0: match 0 (dropped); 5 is junk (same pid+cam)
+    [0.2, 0.05, 0.1, 0.6, 0.7, 0.8, 0.3, 0.25],  # q1: matches 1 (dropped) and 6 (kept)
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],     # q2: no match in the gallery
+    [0.5, 0.4, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8],     # q3: match 2, nothing dropped
+], np.float32)
+HAND_KEPT = np.array([
+    [0, 1, 1, 0, 0, 1, 0, 0],  # q0 keeps 2 images (+ its junk), no true match among them
+    [1, 0, 1, 0, 0, 0, 1, 1],
+    [1, 1, 1, 1, 1, 1, 1, 1],
+    [1, 1, 1, 1, 1, 1, 1, 1],
+], bool)
+
+
+def _hand_ids():
+    q, g = np.array(HAND_QUERIES), np.array(HAND_GALLERY)
+    return q[:, 0], g[:, 0], q[:, 1], g[:, 1]
+
+
+@pytest.mark.parametrize("dropped_value", [np.inf, 1e6, 0.0, -1.0])
+def test_filtered_evaluation_never_counts_a_dropped_image_hand_case(dropped_value):
+    """q0 keeps 2 gallery images, neither a true match, and its only true match (index 0) was
+    dropped: a miss at EVERY rank (FastReID's ranker on a +inf matrix puts the dropped match 3rd:
+    a Rank-5 hit). q1: the kept match is 4th among the kept images, the other match was dropped:
+    AP = (1/4) / 2 (denominator: ALL true matches). The result does not depend on the distances
+    given to dropped images (the kept mask is used, not their order)."""
+    from fastreid_ext.evaluation.attr_filter import eval_market1501_filtered
+
+    qp, gp, qc, gc = _hand_ids()
+    dist = np.where(HAND_KEPT, HAND_DIST, np.float32(dropped_value))
+    cmc, ap, inp = eval_market1501_filtered(dist, qp, gp, qc, gc, max_rank=50, kept=HAND_KEPT)
+    # valid queries: q0, q1, q3 (q2's identity is absent from the gallery)
+    np.testing.assert_allclose(ap, [0.0, 0.125, 1.0])
+    np.testing.assert_allclose(inp, [0.0, 0.0, 1.0])  # a dropped match is never retrieved: INP 0
+    # CMC per query: q0 never; q1 from rank 4 (4th kept image); q3 from rank 1
+    expected = (np.zeros(50) + np.r_[np.zeros(3), np.ones(47)] + np.ones(50)) / 3
+    np.testing.assert_allclose(cmc, expected, atol=1e-7)
+    cmc0, ap0, inp0 = eval_market1501_filtered(dist[:1], qp[:1], gp, qc[:1], gc, max_rank=5, kept=HAND_KEPT[:1])
+    assert cmc0.tolist() == [0.0] * 5 and ap0 == [0.0] and inp0 == [0.0]  # Rank-5: a miss
+
+    m = evaluate_filtered(HAND_DIST, dist, qp, gp, qc, gc, kept=HAND_KEPT)
+    assert m["filtered"]["rank1"] == pytest.approx(100 / 3) and m["filtered"]["rank5"] == pytest.approx(200 / 3)
+    assert m["filtered"]["mAP"] == pytest.approx(100 * (0 + 0.125 + 1) / 3)
+    assert m["filtered"]["mINP"] == pytest.approx(100 / 3)
+    # full gallery by hand: q0 match 3rd (AP 1/3), q1 matches 1st and 5th (AP (1 + 2/5) / 2), q3 1st
+    assert m["full"]["rank1"] == pytest.approx(200 / 3) and m["full"]["rank5"] == pytest.approx(100)
+    assert m["full"]["mAP"] == pytest.approx(100 * (1 / 3 + 0.7 + 1) / 3)
+    assert m["full"]["mINP"] == pytest.approx(100 * (1 / 3 + 0.4 + 1) / 3)
+    assert m["rank1_loss"] == pytest.approx(100 / 3)
+
+
+@pytest.mark.parametrize("use_cython", [False, True])
+def test_evaluate_filtered_on_inf_matrix_is_not_fooled_by_the_ranker(use_cython, monkeypatch):
+    """The former evaluation ranked the +inf matrix with FastReID's ranker (Cython or Python, via
+    compat): q0's dropped true match then sat 3rd and counted as a Rank-5 hit. Without an explicit
+    mask, evaluate_filtered takes +inf as "dropped" and still never counts it."""
+    from fastreid_ext import compat
+
+    qp, gp, qc, gc = _hand_ids()
+    dist = np.where(HAND_KEPT, HAND_DIST, np.float32(np.inf))
+    orig = compat.evaluate_rank
+    monkeypatch.setattr(compat, "evaluate_rank", lambda *a, **k: orig(*a, **{**k, "use_cython": use_cython}))
+    one = slice(0, 1)
+    m = evaluate_filtered(HAND_DIST[one], dist[one], qp[one], gp, qc[one], gc, max_rank=5)
+    assert m["filtered"]["rank5"] == 0.0 and m["filtered"]["mAP"] == 0.0
+    assert m["full"]["rank5"] == 100.0 and m["full"]["mAP"] == pytest.approx(100 / 3)
+
+
+def _bruteforce_filtered(dist, kept, qp, gp, qc, gc, max_rank):
+    """Definition: per query, drop junk (same pid and camera), rank the KEPT images by distance;
+    CMC / AP count only kept true matches, AP divides by all true matches; INP is 0 if a true match
+    was dropped."""
+    cmcs, aps, inps = [], [], []
+    for i in range(len(qp)):
+        valid = ~((gp == qp[i]) & (gc == qc[i]))
+        match = (gp == qp[i]) & valid
+        if not match.any():
+            continue
+        idx = [j for j in sorted(range(len(gp)), key=lambda j: (float(dist[i, j]), j)) if valid[j] and kept[i, j]]
+        found = [bool(match[j]) for j in idx]
+        cmc = [float(any(found[:r + 1])) for r in range(max_rank)]
+        ap = sum(sum(found[:r + 1]) / (r + 1) for r, f in enumerate(found) if f) / match.sum()
+        inp = (sum(found) / (max(r for r, f in enumerate(found) if f) + 1)) if sum(found) == match.sum() else 0.0
+        cmcs.append(cmc), aps.append(ap), inps.append(inp)
+    return np.mean(cmcs, 0), np.array(aps), np.array(inps)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_filtered_evaluation_matches_its_definition(seed):
+    from fastreid_ext.evaluation.attr_filter import eval_market1501_filtered
+
+    rng = np.random.default_rng(seed)
+    nq, ng = 15, 40
+    qp, gp = rng.integers(0, 6, nq), rng.integers(0, 8, ng)
+    qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+    dist = rng.random((nq, ng)).astype(np.float32)
+    kept = rng.random((nq, ng)) < 0.5
+    ref = _bruteforce_filtered(dist, kept, qp, gp, qc, gc, 10)
+    got = eval_market1501_filtered(np.where(kept, dist, -5.0), qp, gp, qc, gc, max_rank=10, kept=kept)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_filtered_evaluation_equals_fastreid_rankers_when_nothing_is_dropped(monkeypatch):
+    """Nothing dropped: the same numbers as FastReID's compiled ranker (as compat calls it) and as
+    compat's Python ranker (FastReID's market1501 protocol)."""
+    from fastreid_ext import compat
+    from fastreid_ext.evaluation.attr_filter import eval_market1501_filtered
+
+    rng = np.random.default_rng(7)
+    nq, ng, max_rank = 25, 90, 20
+    qp = rng.integers(0, 10, nq)
+    gp = np.concatenate([qp, rng.integers(0, 14, ng - nq)])
+    qc, gc = rng.integers(0, 4, nq), rng.integers(0, 4, ng)
+    dist = rng.random((nq, ng)).astype(np.float32)  # no ties
+    ours = eval_market1501_filtered(dist, qp, gp, qc, gc, max_rank=max_rank, kept=np.ones((nq, ng), bool))
+    assert all(np.array_equal(a, b) for a, b in
+               zip(ours, eval_market1501_filtered(dist, qp, gp, qc, gc, max_rank=max_rank)))
+    python = compat.evaluate_rank(dist, qp, gp, qc, gc, max_rank=max_rank, use_cython=False)
+    for a, b in zip(ours, python):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    cy = compat._import_cython_ranker()
+    if cy is None:
+        pytest.skip("FastReID's Cython ranker is not built (python -m fastreid_ext.compat --build-ranker)")
+    called = []
+    monkeypatch.setattr(compat, "_import_cython_ranker", lambda: lambda *a: called.append(1) or cy(*a))
+    compiled = compat.evaluate_rank(dist, qp, gp, qc, gc, max_rank=max_rank, use_cython=True)
+    assert called == [1], "compat did not use the compiled ranker"
+    for a, b in zip(ours, compiled):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_filter_search_reports_its_kept_mask():
+    """FilteredSearch's distance-matrix result carries the exact kept mask (gallery order)."""
+    q, g, qp, gp = _random_problem(seed=11, nq=30, ng=120)
+    fs = FilteredSearch(0.6)
+    res = fs.search(q, g, qp, gp)
+    ok = compatible_mask(confident_classes(qp, 0.6), confident_classes(gp, 0.6))
+    assert res.kept is not None and res.kept.dtype == bool
+    np.testing.assert_array_equal(res.kept, ok)
+    np.testing.assert_array_equal(fs.kept_mask(qp), ok)
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing: both sides of the speed-up time the same preparation (the query's, not the gallery's)
+# ------------------------------------------------------------------------------------------------
+class _FakeClock:
+    """``time.perf_counter`` that only moves when the preparation hook says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def expensive_preparation(monkeypatch):
+    """Feature preparation (normalisation / copy into the search structure, ``_features``) costs
+    1000 fake seconds for a gallery and 10 for a query set; nothing else takes any time."""
+    from fastreid_ext.evaluation import attr_filter
+
+    clock = _FakeClock()
+    orig = attr_filter._features
+
+    def features(x, metric, name):
+        clock.now += 1000.0 if name == "gallery" else 10.0
+        return orig(x, metric, name)
+
+    monkeypatch.setattr(attr_filter, "time", clock)
+    monkeypatch.setattr(attr_filter, "_features", features)
+    return clock
+
+
+@pytest.mark.parametrize("topk", [None, 5])
+def test_full_and_filtered_search_time_the_same_preparation(expensive_preparation, topk):
+    """Query preparation is timed on both sides, gallery preparation (offline) on neither."""
+    from fastreid_ext.evaluation.attr_filter import FullSearch
+
+    q, g, qp, gp = _random_problem(seed=4, nq=12, ng=60)
+    full = full_search(q, g, topk=topk)
+    fs = FilteredSearch(0.7).fit(g, gp)
+    filt = fs.search(q, None, qp, None, topk=topk)
+    assert full.time_s == 10.0 and filt.time_s == 10.0
+    fitted = FullSearch().fit(g)
+    assert fitted.index_time_s == 1000.0 and fs.index_time_s == 1000.0
+    assert fitted.search(q, topk=topk).time_s == 10.0
+
+
+def test_filter_report_speedup_counts_preparation_on_both_sides_or_neither(expensive_preparation):
+    from fastreid_ext.evaluation.attr_evaluation import filter_report
+
+    q, g, qp, gp = _random_problem(seed=6, nq=12, ng=60)
+    feats = np.concatenate([q, g])
+    probs = [np.concatenate([a, b]) for a, b in zip(qp, gp)]
+    pids = np.concatenate([np.arange(12), np.arange(60) % 12])
+    cams = np.concatenate([np.zeros(12, int), np.ones(60, int)])
+    out = filter_report(feats, probs, pids, cams, 12, 0.7, extra_plans=("auto",))
+    assert out["filter-speedup"] == 1.0 and out["filter-speedup-auto"] == 1.0

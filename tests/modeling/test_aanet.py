@@ -8,13 +8,14 @@ import math
 import pytest
 import torch
 
-from conftest import ATTRIBUTES, logged_losses, make_cfg, random_feature_metrics, train
+from conftest import ATTRIBUTES, build_test_losses, logged_losses, make_cfg, random_feature_metrics, train
 
 import fastreid_ext.modeling.meta_arch.aanet as aanet  # importing registers AANet and its backbone
 from fastreid_ext.data.attributes import AttributeSchema
 from fastreid_ext.data.synthetic import DUKE_ATTRIBUTES, MARKET_ATTRIBUTES
+from fastreid_ext.modeling.losses import UncertaintyLoss
 from fastreid_ext.modeling.meta_arch.aanet import (
-    AANet, AFN, UncertaintyLoss, attribute_region, locate_parts, merge_and_threshold, region_rows)
+    AANet, AFN, attribute_region, locate_parts, merge_and_threshold, region_rows)
 
 AANET_CONFIGS = ["configs/Base-AANet.yml", "configs/Market1501/aanet_R50.yml",
                  "configs/Market1501/aanet_R152.yml", "configs/DukeMTMC/aanet_R50.yml",
@@ -26,14 +27,7 @@ SMALL = ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512", "MODEL
          "MODEL.ATTRIBUTES.FIELDS", str(list(MARKET_ATTRIBUTES)), "MODEL.DEVICE", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one thread: on a 2-core machine shared with other jobs, two OpenMP threads contending
-    for the cores made these tests up to 20x slower (measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(opts=(), config="configs/Synthetic/aanet_R18.yml"):
@@ -270,8 +264,10 @@ def test_eval_outputs():
     batch = _batch(b=3)
     images = batch["images"].clone()
     with torch.no_grad():
-        out = model(batch)
+        feat = model(batch)
+        out = model.inference(batch)
     assert torch.equal(batch["images"], images)  # normalised out of place
+    assert isinstance(feat, torch.Tensor) and torch.equal(feat, out["features"])  # FastReID's eval contract
     assert set(out) == {"features", "attributes", "attention"}
     assert out["features"].shape == (3, 7 * 32) == (3, model.feat_dim)
     blocks = out["features"].view(3, 7, 32)
@@ -282,20 +278,48 @@ def test_eval_outputs():
     assert out["attention"].min() >= 0 and out["attention"].max() <= 1
 
 
+def test_identity_feature_depends_on_the_attention_map():
+    """The GFN feature (and so the retrieval feature) is computed on X * (1 + AAM): replacing the AAM
+    by another map must change it, and the part features (computed on plain X) must not change."""
+    model = _model().eval()
+    batch = _batch(b=3)
+    with torch.no_grad():
+        ref = model.inference(batch)["features"].view(3, 7, -1)
+        afn_forward = model.afn.forward
+
+        def other_map(x):
+            logits, aam = afn_forward(x)
+            return logits, torch.ones_like(aam) - aam  # attention moved to the background
+
+        model.afn.forward = other_map
+        moved = model.inference(batch)["features"].view(3, 7, -1)
+    assert not torch.allclose(ref[:, 0], moved[:, 0], atol=1e-4)  # GFN block changed
+    torch.testing.assert_close(ref[:, 1:], moved[:, 1:])  # PFN blocks did not
+
+
 def test_training_needs_attributes_and_bad_losses_raise():
     model = _model().train()
     batch = _batch()
     del batch["attributes"]
     with pytest.raises(ValueError, match="attributes"):
         model(batch)
-    with pytest.raises(ValueError, match="unknown to AANet"):
-        make_cfg("configs/Synthetic/aanet_R18.yml", ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "Cosface")'])
+    with pytest.raises(ValueError, match="no registered loss.*CircleLoss"):
+        make_cfg("configs/Synthetic/aanet_R18.yml", ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "ArcFace")'])
     kw = dict(backbone=model.backbone, in_channels=512, num_classes=5, schema=model.schema,
               pixel_mean=[0, 0, 0], pixel_std=[1, 1, 1])
-    with pytest.raises(ValueError, match="unknown loss"):
-        AANet(**kw, loss_kwargs={"loss_names": ("CrossEntropyLoss", "FocalLoss")})
+    unc = lambda losses: UncertaintyLoss(aanet.aanet_tasks(losses))  # noqa: E731
+    with pytest.raises(ValueError, match="KeypointMSELoss.*pred_heatmaps"):
+        losses = build_test_losses("CrossEntropyLoss", "KeypointMSELoss")
+        AANet(**kw, losses=losses, uncertainty=unc(losses))
     with pytest.raises(ValueError, match="CrossEntropyLoss"):
-        AANet(**kw, loss_kwargs={"loss_names": ("TripletLoss",)})
+        losses = build_test_losses("TripletLoss")
+        AANet(**kw, losses=losses, uncertainty=unc(losses))
+    # any registered loss reading logits or features becomes its own uncertainty-weighted task
+    cfg = make_cfg("configs/Synthetic/aanet_R18.yml", SMALL + ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "FocalLoss", "Cosface")'])
+    from fastreid.modeling import build_model
+    with_more = build_model(cfg).train()
+    assert with_more.uncertainty.tasks == ["global_id", "global_focal", "part_id", "part_focal", "attr", "cosface"]
+    assert set(with_more(_batch())) == {f"loss_{t}" for t in with_more.uncertainty.tasks}
 
 
 def test_new_layers_get_the_heads_learning_rate():
@@ -362,6 +386,12 @@ def test_aanet_trains_and_evaluates_on_synthetic(synthetic_root, tmp_path):
     logged = set().union(*rows)
     assert {"loss_global_id", "loss_part_id", "loss_attr", "aanet/log_var_attr", "aanet/sigma_part_id",
             "aanet/raw_global_id"} <= logged
+    # the UN-weighted task losses fall, each of them (the weighted total can fall through the learned
+    # log-variances alone). Measured here: global_id 3.39 -> 3.30, part_id 3.40 -> 3.38 (the
+    # identity classifiers start near log(30) and learn slowly), attr 0.98 -> 0.73
+    for task in ("global_id", "part_id", "attr"):
+        raw = [r[f"aanet/raw_{task}"] for r in rows if f"aanet/raw_{task}" in r]
+        assert len(raw) >= 5 and np.mean(raw[-2:]) < np.mean(raw[:2]), (task, raw)
     # seeds 0-2 gave Rank-1 9.7-12.4 and mAP 7.6-9.1 here, chance is 3.2 / 4.4
     rand_r1, rand_map = random_feature_metrics(cfg)
     assert results["Rank-1"] > rand_r1 + 4 and results["mAP"] > rand_map + 2, (results, rand_r1, rand_map)
@@ -381,7 +411,12 @@ def test_aanet_on_real_mini_market(mini_market_root, tmp_path):
         "DATASETS.ROOT", str(mini_market_root), "DATASETS.ATTRIBUTE_FILE", str(ATTRIBUTES / "market_attribute.mat"),
         "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCH", "6", "TEST.EVAL_PERIOD", "6", "SOLVER.LOG_PERIOD", "2",
         "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", "cpu"])
-    _, results = train(cfg)
+    _, results, untrained = train(cfg, untrained_metrics=True, seed=0)
     losses = logged_losses(tmp_path)
     assert losses[-1] < losses[0], losses
     assert {"Rank-1", "mAP"} <= set(results)
+    # 16 unseen test identities after a dozen iterations from scratch: retrieval does not beat the
+    # untrained network here (measured mAP before/after: see the README), the attribute heads,
+    # whose labels are shared across identities, must
+    print("MINI aanet", untrained["attr-mean"], results["attr-mean"], untrained["mAP"], results["mAP"])
+    assert results["attr-mean"] > untrained["attr-mean"] + 5, (untrained["attr-mean"], results["attr-mean"])

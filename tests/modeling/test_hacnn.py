@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from fastreid_ext.modeling.meta_arch.hacnn import (
+from conftest import build_test_losses
+from fastreid_ext.modeling.backbones.hacnn import (
     HACNN,
     ChannelAttn,
-    HACNNReID,
     HardAttn,
     HarmAttn,
     InceptionA,
@@ -16,6 +16,7 @@ from fastreid_ext.modeling.meta_arch.hacnn import (
     build_hacnn_backbone,
     hard_attn_init_bias,
 )
+from fastreid_ext.modeling.meta_arch.hacnn import HACNNReID
 
 PUBLISHED_BIAS = torch.tensor([0, -0.75, 0, -0.25, 0, 0.25, 0, 0.75], dtype=torch.float32)
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -29,11 +30,7 @@ def make_model(num_classes=751, losses=("CrossEntropyLoss",), **backbone_kwargs)
         num_classes=num_classes,
         pixel_mean=MEAN,
         pixel_std=STD,
-        loss_kwargs={
-            "loss_names": losses,
-            "ce": {"eps": 0.0, "alpha": 0.2, "scale": 1.0},
-            "tri": {"margin": 0.3, "norm_feat": False, "hard_mining": True, "scale": 1.0},
-        },
+        losses=build_test_losses(*losses),
     )
 
 
@@ -219,9 +216,18 @@ def test_from_config():
     bad.INPUT.SIZE_TRAIN = [256, 128]
     with pytest.raises(ValueError, match="256x128"):
         HACNNReID(bad)
+    # any registered loss that reads what a branch provides works, e.g. FastReID's circle loss ...
+    other = cfg.clone()
+    other.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "CircleLoss")
+    out = HACNNReID(other).train()({"images": images(4), "targets": torch.tensor([0, 0, 1, 1])})
+    assert set(out) == {"loss_cls_global", "loss_cls_local", "loss_circle_global", "loss_circle_local"}
+    # ... a loss reading a tensor HA-CNN does not have is refused when the model is built
     bad = cfg.clone()
-    bad.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "CircleLoss")
-    with pytest.raises(ValueError, match="CircleLoss"):
+    bad.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "AttributeCrossEntropyLoss")
+    with pytest.raises(ValueError, match="AttributeCrossEntropyLoss.*attr_logits"):
+        HACNNReID(bad)
+    bad.MODEL.LOSSES.NAME = ("CrossEntropyLoss", "ArcFace")
+    with pytest.raises(KeyError, match="unknown loss 'ArcFace'.*CircleLoss"):
         HACNNReID(bad)
 
 

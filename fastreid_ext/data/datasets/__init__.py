@@ -1,5 +1,9 @@
 """Datasets registered into FastReID's DATASET_REGISTRY on import."""
-from .attributes import DukeMTMCAttr, Market1501Attr
-from .synthetic import ReidFolderDataset, SyntheticDuke, SyntheticMarket
+from ... import compat  # FastReID compatibility patches before any fastreid import
+
+compat.apply()
+
+from .attributes import DukeMTMCAttr, Market1501Attr  # noqa: E402
+from .synthetic import ReidFolderDataset, SyntheticDuke, SyntheticMarket  # noqa: E402
 
 __all__ = ["DukeMTMCAttr", "Market1501Attr", "ReidFolderDataset", "SyntheticDuke", "SyntheticMarket"]

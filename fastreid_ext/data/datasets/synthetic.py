@@ -2,9 +2,10 @@
 
 ``SyntheticMarket`` reads ``<root>/synthetic_market`` (Market-1501 layout and file names, 6 cameras)
 and ``SyntheticDuke`` reads ``<root>/synthetic_duke`` (DukeMTMC-reID names, 8 cameras): the two
-rendering styles are the two domains for domain adaptation. Every item carries its extras
-(``attributes`` from ``attribute/*_attribute.mat``, ``keypoints`` from ``keypoints/*.json``), so
-``INPUT.EXTRA_FIELDS`` can put them in the batch.
+rendering styles are the two domains for domain adaptation. Every item carries its extras dict
+(``attributes`` from ``attribute/*_attribute.mat``), so ``INPUT.EXTRA_FIELDS`` can put them in the
+batch. Keypoints (``keypoints/person_keypoints_<split>.json``) are attached by the loaders like for
+any other dataset (:mod:`fastreid_ext.data.dataset_keypoints`), only when a keypoint field is asked for.
 
 The reader is shared with any dataset in these layouts (:class:`ReidFolderDataset`): it parses the
 file names strictly (a bad name is an error naming the file), skips junk (pid -1) like FastReID,
@@ -23,7 +24,6 @@ from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
 
 from ..attributes import load_attribute_mat
-from ..keypoints import load_coco_keypoints
 
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 DUKE_NAME = re.compile(r"^(-1|\d{4})_c(\d)_f(\d{7})\.jpg$")
@@ -64,13 +64,8 @@ class ReidFolderDataset(ImageDataset):
         gallery = lambda: self.process_dir(self.gallery_dir, "test", is_train=False)  # noqa: E731
         super().__init__(train, query, gallery, **kwargs)
 
-    def _keypoints(self, dir_path):
-        path = osp.join(self.data_dir, "keypoints", f"person_keypoints_{osp.basename(dir_path)}.json")
-        return load_coco_keypoints(path) if osp.isfile(path) else {}
-
     def process_dir(self, dir_path, split, is_train=True):
         """Items ``(path, pid, camid, extras)`` of one folder, sorted by file name."""
-        keypoints = self._keypoints(dir_path)
         records = []
         for path in sorted(glob.glob(osp.join(dir_path, "*.jpg"))):
             m = self.name_pattern.match(osp.basename(path))
@@ -89,9 +84,6 @@ class ReidFolderDataset(ImageDataset):
         data = []
         for (path, pid, camid), attr in zip(records, attributes):
             extras = {}
-            kp = keypoints.get(osp.basename(path))
-            if kp is not None:
-                extras["keypoints"] = kp
             if attr is not None:
                 extras["attributes"] = attr
             if is_train:

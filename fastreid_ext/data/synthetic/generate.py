@@ -6,7 +6,7 @@ Layout of ``root`` (both domains)::
     bounding_box_test/    gallery crops (+ distractors / junk)
     query/                query crops (at most one per identity and camera)
     attribute/market_attribute.mat | attribute/duke_attribute.mat
-    keypoints/person_keypoints_{bounding_box_train,query,bounding_box_test}.json
+    keypoints/person_keypoints_{bounding_box_train,query,bounding_box_test}.json  (fastreid_ext.data.coco_keypoints)
     meta.json             generator version, arguments and counts
 
 File names:
@@ -43,8 +43,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.io
 
+from ..coco_keypoints import KEYPOINTS_FOLDER, KeypointRecord, write_coco_keypoints
+from ..coco_keypoints import keypoint_file_name as _split_file_name
 from .render import (
-    COCO_KEYPOINTS, COCO_SKELETON, DEFAULT_DIFFICULTY, DEFAULT_NUM_CAMS, DOMAINS,
+    DEFAULT_DIFFICULTY, DEFAULT_NUM_CAMS, DOMAINS,
     DUKE_ATTRIBUTES, DUKE_ATTRIBUTES_TEST_ORDER, MARKET_ATTRIBUTES,
     MARKET_ATTRIBUTES_TEST_ORDER, Appearance, CameraModel, make_camera, render_image,
     sample_appearance, seed_rng,
@@ -74,7 +76,7 @@ def attribute_file_name(domain: str) -> str:
 
 def keypoint_file_name(split: str) -> str:
     """Relative path of the COCO keypoint file of ``split``."""
-    return os.path.join("keypoints", f"person_keypoints_{split}.json")
+    return os.path.join(KEYPOINTS_FOLDER, _split_file_name(split))
 
 
 @dataclass
@@ -214,30 +216,6 @@ def write_attribute_mat(path: str, domain: str, train: Sequence[Appearance],
     data[:116] = _MAT_HEADER.ljust(116, b" ")[:116]  # replace the timestamped header text
     with open(path, "wb") as f:
         f.write(bytes(data))
-
-
-def _coco_file(split: str, records: List[Tuple[str, np.ndarray, Tuple[float, ...]]],
-               height: int, width: int) -> dict:
-    images, annotations = [], []
-    for i, (fname, kps, bbox) in enumerate(sorted(records, key=lambda r: r[0]), start=1):
-        images.append({"id": i, "file_name": fname, "width": width, "height": height})
-        flat = []
-        for x, y, v in kps:
-            flat += [float(x), float(y), int(v)]
-        x, y, w, h = (float(b) for b in bbox)
-        annotations.append({
-            "id": i, "image_id": i, "category_id": 1, "keypoints": flat,
-            "num_keypoints": int((kps[:, 2] > 0).sum()), "bbox": [x, y, w, h],
-            "area": round(w * h, 2), "iscrowd": 0,
-        })
-    return {
-        "info": {"description": f"fastreid_ext synthetic re-id keypoints ({split})",
-                 "version": GENERATOR_VERSION},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": "person", "supercategory": "person",
-                        "keypoints": list(COCO_KEYPOINTS), "skeleton": COCO_SKELETON}],
-    }
 
 
 def _resolve_args(domain, num_train_ids, num_test_ids, num_cams, images_per_cam,
@@ -386,9 +364,13 @@ def generate(root: str, domain: str = "market", num_train_ids: int = 100,
         write_attribute_mat(os.path.join(tmp, attribute_file_name(dom)), dom,
                             [apps[p] for p in train_pids],
                             [apps[p] for p in test_pids] + extra_apps)
-        for split in SPLITS:
-            with open(os.path.join(tmp, keypoint_file_name(split)), "w") as f:
-                json.dump(_coco_file(split, records[split], a["height"], a["width"]), f)
+        for split in SPLITS:  # the keypoint contract's writer (fastreid_ext.data.coco_keypoints)
+            write_coco_keypoints(
+                os.path.join(tmp, keypoint_file_name(split)),
+                [KeypointRecord(fname, kps, bbox=bbox) for fname, kps, bbox in records[split]],
+                split, width=a["width"], height=a["height"],
+                info={"description": f"fastreid_ext synthetic re-id keypoints ({split})",
+                      "version": GENERATOR_VERSION})
 
         def ids(split):
             return sorted({j.pid for j in jobs if j.split == split and j.pid > 0 and

@@ -85,6 +85,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+# one definition of the COCO-17 names / skeleton / flip pairs: the keypoint contract module
+from ..coco_keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
+
 __all__ = [
     "COCO_KEYPOINTS", "COCO_SKELETON", "COCO_FLIP_PAIRS",
     "MARKET_ATTRIBUTES", "MARKET_ATTRIBUTES_TEST_ORDER",
@@ -100,21 +103,6 @@ RGB = Tuple[int, int, int]
 # ----------------------------------------------------------------------------
 # Constants
 # ----------------------------------------------------------------------------
-COCO_KEYPOINTS: Tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-#: COCO skeleton, 1-based keypoint index pairs (as in the COCO annotation files).
-COCO_SKELETON: List[List[int]] = [
-    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7],
-    [6, 8], [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5],
-    [4, 6], [5, 7],
-]
-#: 0-based keypoint index pairs that swap under a horizontal flip.
-COCO_FLIP_PAIRS: Tuple[Tuple[int, int], ...] = (
-    (1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 _K = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
 
 #: Field order of the ``train`` struct of the real ``market_attribute.mat``.

@@ -5,13 +5,14 @@ Reference
 ---------
 Chiat-Pin Tay, Sharmili Roy, Kim-Hui Yap. "AANet: Attribute Attention Network for Person
 Re-Identifications". CVPR 2019. No public code exists; this file is an independent implementation
-of the paper's description (summarised in ``shared/seeds/000_*.txt`` and ``shared/REFERENCE.md``).
+of the paper's description.
 
 Paper element -> implementation
 -------------------------------
 * Shared ResNet backbone (ResNet-50 / ResNet-152, ImageNet weights, last stride 1 so that a
   384x128 input gives a 24x8 map): FastReID's ``build_backbone(cfg)``; the registered builder
-  :func:`build_aanet_resnet_backbone` is FastReID's ``build_resnet_backbone`` plus
+  :func:`~fastreid_ext.modeling.backbones.resnet.build_aanet_resnet_backbone` (in ``modeling/backbones/``)
+  is FastReID's ``build_resnet_backbone`` plus
   ``MODEL.BACKBONE.DEPTH: 152x`` (FastReID 1.4.0 stops at 101x).
 * GFN, Global Feature Network (GAP -> 1x1 conv -> BN -> ReLU -> linear + softmax identity
   classifier): :class:`GFN`.
@@ -27,7 +28,8 @@ Paper element -> implementation
   background): :meth:`AFN.attention_map` (CAMs), :func:`merge_and_threshold` (max + threshold).
 * Multi-task loss with homoscedastic uncertainty, ``L = sum_i L_i / (2 sigma_i^2) + log sigma_i``
   (Kendall, Gal, Cipolla, CVPR 2018), with ``s_i = log sigma_i^2`` learned:
-  :class:`UncertaintyLoss`; the tasks and their losses: :meth:`AANet.losses`.
+  the registered ``UncertaintyLoss`` (:mod:`fastreid_ext.modeling.losses.uncertainty`); the tasks and
+  their losses: :func:`aanet_tasks`, :meth:`AANet.task_losses`.
 * The whole network, its training losses and its test outputs: :class:`AANet` (registered in
   FastReID's ``META_ARCH_REGISTRY``).
 
@@ -105,7 +107,7 @@ Choices the paper leaves open (made here, all documented)
   = 0.1 new layers in ``configs/Base-AANet.yml``).
 """
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -113,31 +115,28 @@ from torch import nn
 
 from fastreid.config import configurable
 from fastreid.modeling.backbones import build_backbone
-from fastreid.modeling.backbones.build import BACKBONE_REGISTRY
-from fastreid.modeling.losses import cross_entropy_loss, log_accuracy, triplet_loss
+from fastreid.modeling.losses import log_accuracy
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 
 from ...data.attributes import AttributeSchema
-from ..common import ReidMetaArch, checked_loss_kwargs, loss_kwargs_from_cfg
+
+from ..common import ReidMetaArch, attribute_schema, event_storage
+from ..losses import build_loss, build_losses, check_loss_inputs
+from ..losses.uncertainty import UncertaintyLoss
 
 __all__ = [
     "ATTRIBUTE_REGIONS",
     "REGIONS",
-    "SUPPORTED_LOSSES",
     "AANet",
     "AFN",
     "GFN",
     "PFN",
-    "UncertaintyLoss",
     "attribute_region",
-    "build_aanet_resnet_backbone",
+    "aanet_tasks",
     "locate_parts",
     "merge_and_threshold",
     "region_rows",
 ]
-
-#: Loss names accepted in ``MODEL.LOSSES.NAME``.
-SUPPORTED_LOSSES = ("CrossEntropyLoss", "TripletLoss")
 
 #: AFN regions: three horizontal thirds of the map, plus the whole map.
 REGIONS = ("top", "middle", "bottom", "global")
@@ -186,42 +185,6 @@ def region_rows(region: str, height: int) -> Tuple[int, int]:
         return 0, height
     i = REGIONS.index(region)
     return round(i * height / 3), round((i + 1) * height / 3)
-
-
-# --------------------------------------------------------------------------- #
-# Backbone: FastReID's ResNet, plus ResNet-152
-# --------------------------------------------------------------------------- #
-RESNET152_URL = "https://download.pytorch.org/models/resnet152-b121ed2d.pth"
-
-
-@BACKBONE_REGISTRY.register()
-def build_aanet_resnet_backbone(cfg):
-    """FastReID's ``build_resnet_backbone`` for DEPTH 18x/34x/50x/101x; for ``152x`` the same
-    FastReID ``ResNet`` class with Bottleneck blocks (3, 8, 36, 3) (torchvision's ResNet-152,
-    whose ImageNet state dict it loads: ``MODEL.BACKBONE.PRETRAIN_PATH``, else torchvision's URL
-    into ``$TORCH_HOME/checkpoints``). Non-local blocks are not available for 152x."""
-    from fastreid.modeling.backbones import resnet as fr
-
-    if cfg.MODEL.BACKBONE.DEPTH != "152x":
-        return fr.build_resnet_backbone(cfg)
-    bb = cfg.MODEL.BACKBONE
-    if bb.WITH_NL:
-        raise ValueError("build_aanet_resnet_backbone: MODEL.BACKBONE.WITH_NL is not supported for 152x")
-    model = fr.ResNet(bb.LAST_STRIDE, bb.NORM, bb.WITH_IBN, bb.WITH_SE, False, fr.Bottleneck,
-                      [3, 8, 36, 3], [0, 0, 0, 0])
-    if bb.PRETRAIN:
-        if bb.PRETRAIN_PATH:
-            state_dict = torch.load(bb.PRETRAIN_PATH, map_location="cpu")
-        else:
-            if bb.WITH_IBN or bb.WITH_SE:
-                raise ValueError("no public ImageNet weights for an IBN/SE ResNet-152: set "
-                                 "MODEL.BACKBONE.PRETRAIN_PATH or PRETRAIN False")
-            state_dict = torch.hub.load_state_dict_from_url(RESNET152_URL, map_location="cpu")
-        incompatible = model.load_state_dict(state_dict, strict=False)
-        if incompatible.missing_keys:
-            raise ValueError(f"ResNet-152 weights miss {len(incompatible.missing_keys)} keys, e.g. "
-                             f"{incompatible.missing_keys[:3]}")
-    return model
 
 
 # --------------------------------------------------------------------------- #
@@ -364,69 +327,6 @@ class AFN(nn.Module):
 
 
 # --------------------------------------------------------------------------- #
-# Homoscedastic-uncertainty multi-task loss
-# --------------------------------------------------------------------------- #
-class UncertaintyLoss(nn.Module):
-    """Kendall et al.'s homoscedastic-uncertainty weighting of named task losses.
-
-    ``forward({task: L_i})`` -> ``{task: 0.5 * exp(-s_i) * L_i + 0.5 * s_i}``, i.e.
-    ``L_i / (2 sigma_i^2) + log sigma_i`` with ``s_i = log sigma_i^2`` a learned parameter
-    (``log_vars``, initialised to ``init``). With ``enabled=False`` the losses pass unchanged (plain
-    sum) and there are no parameters. Every task given must be one of ``tasks``; tasks missing
-    from a call simply contribute nothing.
-    """
-
-    def __init__(self, tasks: Sequence[str], enabled: bool = True, init: float = 0.0):
-        super().__init__()
-        self.tasks = list(tasks)
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"UncertaintyLoss: duplicate task names in {self.tasks}")
-        self.enabled = bool(enabled)
-        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init))) if self.enabled else None
-
-    def log_var(self, task: str) -> torch.Tensor:
-        return self.log_vars[self.tasks.index(task)]
-
-    def forward(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        unknown = [t for t in losses if t not in self.tasks]
-        if unknown:
-            raise KeyError(f"UncertaintyLoss: unknown task(s) {unknown}; known: {self.tasks}")
-        if not self.enabled:
-            return dict(losses)
-        out = {}
-        for task, loss in losses.items():
-            s = self.log_var(task)
-            out[task] = 0.5 * torch.exp(-s) * loss + 0.5 * s
-        return out
-
-    @torch.no_grad()
-    def log_to_storage(self, raw: Optional[Dict[str, torch.Tensor]] = None, prefix: str = "aanet/") -> bool:
-        """Put ``log_var_<task>``, ``sigma_<task>`` (and ``raw_<task>``, the unweighted losses) into
-        FastReID's active event storage; returns False (and does nothing) when none is active."""
-        storage = _event_storage()
-        if storage is None:
-            return False
-        if self.enabled:
-            for task, s in zip(self.tasks, self.log_vars.detach().cpu().tolist()):
-                storage.put_scalar(f"{prefix}log_var_{task}", s, smoothing_hint=False)
-                storage.put_scalar(f"{prefix}sigma_{task}", float(torch.exp(torch.tensor(s / 2))),
-                                   smoothing_hint=False)
-        for task, loss in (raw or {}).items():
-            storage.put_scalar(f"{prefix}raw_{task}", float(loss.detach()))
-        return True
-
-
-def _event_storage():
-    """FastReID's current event storage, or None when no trainer is running."""
-    try:
-        from fastreid.utils.events import get_event_storage
-
-        return get_event_storage()
-    except (AssertionError, ImportError):
-        return None
-
-
-# --------------------------------------------------------------------------- #
 # Meta-architecture
 # --------------------------------------------------------------------------- #
 def _init_new_layers(module: nn.Module) -> None:
@@ -443,6 +343,22 @@ def _init_new_layers(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def aanet_tasks(losses) -> list:
+    """AANet's task names for the configured losses, in a fixed order (the order of the learned
+    log-variances in checkpoints): identity-classifier losses on the GFN (``global_<k>``) and on the
+    PFN parts (``part_<k>``), the attribute loss (``attr``), then feature losses on the GFN feature
+    (``<k>``); ``k`` is the loss's key, ``id`` for CrossEntropyLoss."""
+    ident = [name for name, l in losses.items() if "logits" in l.inputs]
+    attr = [name for name, l in losses.items() if "attr_logits" in l.inputs]
+    other = [name for name in losses if name not in ident and name not in attr]
+    return ([f"global_{_task_key(losses, n)}" for n in ident] + [f"part_{_task_key(losses, n)}" for n in ident]
+            + [_task_key(losses, n) for n in attr] + [_task_key(losses, n) for n in other])
+
+
+def _task_key(losses, name: str) -> str:
+    return "id" if name == "CrossEntropyLoss" else losses[name].key
+
+
 @META_ARCH_REGISTRY.register()
 class AANet(ReidMetaArch):
     """AANet: shared backbone + GFN + PFN + AFN (with the AAM) + uncertainty-weighted losses.
@@ -452,13 +368,16 @@ class AANet(ReidMetaArch):
     class indices (-1 = unlabelled; F = the schema's fields). The input is not modified.
 
     * training: dict of the (weighted) task losses ``loss_global_id``, ``loss_part_id``,
-      ``loss_attr`` (+ ``loss_triplet``); see the module docstring;
-    * eval: ``{"features": (B, (1 + P) * dim), "attributes": [(B, K_h) probabilities per head],
-      "attention": (B, h, w) AAM}``.
+      ``loss_attr`` (+ ``loss_triplet``); see the module docstring and :func:`aanet_tasks`;
+    * eval: the (B, (1 + P) * dim) retrieval feature (FastReID's contract); :meth:`inference` also
+      gives ``"attributes"`` ([(B, K_h) probabilities per head]) and ``"attention"`` ((B, h, w) AAM).
 
     All new layers are under ``self.heads`` (``gfn``, ``pfn``, ``afn``, ``uncertainty``), so
     ``SOLVER.HEADS_LR_FACTOR`` sets their learning rate relative to the backbone's.
     """
+
+    #: tensors AANet provides to the losses
+    LOSS_INPUTS = ("logits", "features", "targets", "attr_logits", "attr_targets")
 
     @configurable
     def __init__(
@@ -470,10 +389,10 @@ class AANet(ReidMetaArch):
         schema: AttributeSchema,
         pixel_mean,
         pixel_std,
+        losses: nn.ModuleDict,
+        uncertainty: nn.Module,
         num_parts: int = 6,
         reduction_dim: int = 256,
-        uncertainty: bool = True,
-        loss_kwargs: Optional[dict] = None,
     ):
         super().__init__(pixel_mean, pixel_std)
         num_classes = int(num_classes)
@@ -481,10 +400,13 @@ class AANet(ReidMetaArch):
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if len(schema) == 0:
             raise ValueError("AANet needs at least one attribute head (empty attribute schema)")
-        self.loss_kwargs = checked_loss_kwargs("AANet", loss_kwargs, SUPPORTED_LOSSES)
-        if "CrossEntropyLoss" not in self.loss_kwargs["loss_names"]:
+        check_loss_inputs("AANet", losses, self.LOSS_INPUTS)
+        if "CrossEntropyLoss" not in losses:
             raise ValueError("AANet: MODEL.LOSSES.NAME must contain 'CrossEntropyLoss' (identity and "
                              "attribute classification are its tasks)")
+        if list(uncertainty.tasks) != aanet_tasks(losses):
+            raise ValueError(f"AANet: the uncertainty weighting's tasks {uncertainty.tasks} differ from the "
+                             f"losses' tasks {aanet_tasks(losses)}")
 
         self.backbone = backbone
         self.in_channels = int(in_channels)
@@ -492,8 +414,6 @@ class AANet(ReidMetaArch):
         self.schema = schema
         self.num_parts = int(num_parts)
         self.reduction_dim = int(reduction_dim)
-        with_triplet = "TripletLoss" in self.loss_kwargs["loss_names"]
-        tasks = ["global_id", "part_id", "attr"] + (["triplet"] if with_triplet else [])
         heads_spec = [(h.name, h.num_classes, h.fields) for h in schema.heads]
         self.heads = nn.ModuleDict({
             "gfn": GFN(self.in_channels, self.reduction_dim, num_classes),
@@ -501,26 +421,27 @@ class AANet(ReidMetaArch):
             "afn": AFN(self.in_channels, self.reduction_dim, heads_spec),
         })
         _init_new_layers(self.heads)
-        self.heads["uncertainty"] = UncertaintyLoss(tasks, enabled=uncertainty)
+        self.heads["uncertainty"] = uncertainty
+        self.loss_fns = losses
 
     @classmethod
     def from_config(cls, cfg):
-        from ...data.build import attribute_fields
-
-        backbone = build_backbone(cfg)
         a = cfg.MODEL.AANET
-        schema = AttributeSchema(attribute_fields(cfg), cfg.MODEL.ATTRIBUTES.GROUP_COLOURS)
+        names = list(cfg.MODEL.LOSSES.NAME)
+        if "AttributeCrossEntropyLoss" not in names:
+            names.append("AttributeCrossEntropyLoss")  # AANet's attribute task
+        losses = build_losses(cfg, names, extra={"AttributeCrossEntropyLoss": {"average": "labelled"}})
         return {
-            "backbone": backbone,
+            "backbone": build_backbone(cfg),
             "in_channels": cfg.MODEL.BACKBONE.FEAT_DIM,
             "num_classes": cfg.MODEL.HEADS.NUM_CLASSES,
-            "schema": schema,
+            "schema": attribute_schema(cfg),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "num_parts": a.NUM_PARTS,
             "reduction_dim": a.REDUCTION_DIM,
-            "uncertainty": a.UNCERTAINTY,
-            "loss_kwargs": loss_kwargs_from_cfg(cfg),
+            "losses": losses,
+            "uncertainty": build_loss(cfg, "UncertaintyLoss", tasks=aanet_tasks(losses), enabled=a.UNCERTAINTY),
         }
 
     # sub-networks, by their paper names
@@ -560,16 +481,20 @@ class AANet(ReidMetaArch):
                 "global_logits": global_logits, "part_feats": part_feats, "part_logits": part_logits,
                 "part_bounds": bounds}
 
-    def forward(self, batched_inputs):
+    def inference(self, batched_inputs) -> Dict[str, object]:
+        """Eval outputs: ``{"features": (B, (1 + P) * dim) retrieval feature, "attributes": [(B, K_h)
+        probabilities per head], "attention": (B, h, w) AAM}``."""
         out = self.extract(self.preprocess_image(batched_inputs))
-        if not self.training:
-            feats = [out["global_feat"]] + out["part_feats"]
-            return {
-                "features": torch.cat([F.normalize(f, p=2, dim=1) for f in feats], dim=1),
-                "attributes": [lg.softmax(dim=1) for lg in out["attr_logits"]],
-                "attention": out["aam"],
-            }
+        feats = [out["global_feat"]] + out["part_feats"]
+        return {
+            "features": torch.cat([F.normalize(f, p=2, dim=1) for f in feats], dim=1),
+            "attributes": [lg.softmax(dim=1) for lg in out["attr_logits"]],
+            "attention": out["aam"],
+        }
 
+    def forward(self, batched_inputs):
+        if not self.training:
+            return self.inference(batched_inputs)["features"]
         if not isinstance(batched_inputs, dict) or "targets" not in batched_inputs:
             raise ValueError("AANet: person ID annotations ('targets') are missing in training")
         if "attributes" not in batched_inputs:
@@ -577,41 +502,31 @@ class AANet(ReidMetaArch):
                              "to INPUT.EXTRA_FIELDS and train on an attribute dataset")
         if self.num_classes == 0:
             raise ValueError("AANet: cannot train with num_classes = 0 (cfg.MODEL.HEADS.NUM_CLASSES)")
-        targets = batched_inputs["targets"].to(self.device).long()
-        if targets.sum() < 0:  # FastReID's PreciseBN convention, without touching the input
-            targets = torch.zeros_like(targets)
+        targets = self.training_targets(batched_inputs)
         attr_targets = self.schema.targets(batched_inputs["attributes"]).to(self.device)
-        return self.losses(out, targets, attr_targets)
+        out = self.extract(self.preprocess_image(batched_inputs))
+        return self.compute_losses(out, targets, attr_targets)
 
     def task_losses(self, out, targets, attr_targets) -> Dict[str, torch.Tensor]:
-        """Unweighted task losses ``L_i`` (see the module docstring)."""
-        ce = self.loss_kwargs["ce"]
+        """Unweighted task losses ``L_i`` (see the module docstring and :func:`aanet_tasks`)."""
+        losses = {}
+        for name, loss in self.loss_fns.items():
+            k = _task_key(self.loss_fns, name)
+            if "logits" in loss.inputs:
+                losses[f"global_{k}"] = loss(logits=out["global_logits"], targets=targets)
+                losses[f"part_{k}"] = torch.stack([loss(logits=lg, targets=targets)
+                                                   for lg in out["part_logits"]]).mean()
+            elif "attr_logits" in loss.inputs:
+                losses[k] = loss(attr_logits=out["attr_logits"], attr_targets=attr_targets)
+            else:
+                losses[k] = loss(features=out["global_feat"], targets=targets)
+        return {t: losses[t] for t in self.uncertainty.tasks}
 
-        def id_ce(logits):
-            return cross_entropy_loss(logits, targets, ce.get("eps", 0.0), ce.get("alpha", 0.2)) * ce.get("scale", 1.0)
-
-        losses = {
-            "global_id": id_ce(out["global_logits"]),
-            "part_id": torch.stack([id_ce(lg) for lg in out["part_logits"]]).mean(),
-        }
-        labelled = [bool((attr_targets[:, i] >= 0).any()) for i in range(len(out["attr_logits"]))]
-        attr = [F.cross_entropy(lg, attr_targets[:, i], ignore_index=-1)
-                for i, (lg, ok) in enumerate(zip(out["attr_logits"], labelled)) if ok]
-        # heads without any label in the batch add an exact zero that keeps them in the graph
-        # (DistributedDataParallel expects every parameter to receive a gradient)
-        unused = sum(lg.sum() for lg, ok in zip(out["attr_logits"], labelled) if not ok) * 0.0
-        losses["attr"] = (torch.stack(attr).mean() if attr else 0.0) + unused
-        if "TripletLoss" in self.loss_kwargs["loss_names"]:
-            tri = self.loss_kwargs["tri"]
-            losses["triplet"] = triplet_loss(out["global_feat"], targets, tri.get("margin", 0.3),
-                                             tri.get("norm_feat", False),
-                                             tri.get("hard_mining", True)) * tri.get("scale", 1.0)
-        return losses
-
-    def losses(self, out, targets, attr_targets) -> Dict[str, torch.Tensor]:
+    def compute_losses(self, out, targets, attr_targets) -> Dict[str, torch.Tensor]:
+        """Uncertainty-weighted task losses ``loss_<task>``; the raw ones go to the event storage."""
         raw = self.task_losses(out, targets, attr_targets)
         weighted = self.uncertainty(raw)
-        if _event_storage() is not None:
+        if event_storage() is not None:
             log_accuracy(out["global_logits"].detach(), targets)
             self.uncertainty.log_to_storage(raw)
         return {f"loss_{task}": v for task, v in weighted.items()}
