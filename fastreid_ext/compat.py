@@ -196,18 +196,26 @@ def preprocess_image(self, batched_inputs):
     return (images - self.pixel_mean) / self.pixel_std
 
 
-def _average(a, b):
+#: ``inference`` dict keys holding horizontal translations (..., 2) = (t_x, t_y), not maps: mirrored
+#: back by negating t_x (HA-CNN's hard-attention regions)
+TRANSLATION_KEYS = ("regions",)
+
+
+def _average(a, b, translation: bool = False):
     """Mean of an output and its mirror-image output: tensors, or dicts / lists / tuples of them.
 
     Spatial outputs (tensors with >= 3 dims, e.g. (B, H, W) attention maps) of the mirrored images
-    are mirrored back first; vectors (features, probabilities) are averaged as they are.
+    are mirrored back first; translations (:data:`TRANSLATION_KEYS`) get their x negated; vectors
+    (features, probabilities) are averaged as they are.
     """
     if isinstance(a, torch.Tensor):
+        if translation:
+            return (a + b * b.new_tensor([-1.0, 1.0])) / 2
         return (a + (b.flip(dims=[-1]) if a.dim() >= 3 else b)) / 2
     if isinstance(a, dict):
-        return {k: _average(a[k], b[k]) for k in a}
+        return {k: _average(a[k], b[k], k in TRANSLATION_KEYS) for k in a}
     if isinstance(a, (list, tuple)):
-        return type(a)(_average(x, y) for x, y in zip(a, b))
+        return type(a)(_average(x, y, translation) for x, y in zip(a, b))
     return a
 
 

@@ -440,3 +440,19 @@ def test_cuda_loader_keeps_fastreid_prefetch():
                          collate_fn=compat.strict_batch_collator)
     assert loader.stream is not None
     assert next(iter(loader))["x"].is_cuda
+
+
+def test_p4_flip_average_mirrors_region_translations_back():
+    """HA-CNN's ``inference`` gives hard-attention translations (B, T, 2): on the mirrored image a region
+    at t_x appears at -t_x; the average must negate x back, not flip the (t_x, t_y) pair."""
+    class M(torch.nn.Module):
+        def forward(self, inputs):
+            mirrored = bool(inputs["images"][0, 0, 0, 0] == 1)  # the probe pixel moves with the flip
+            tx = -0.25 if mirrored else 0.25
+            return {"features": torch.ones(1, 2), "regions": [torch.tensor([[[tx, 0.5]]]), None]}
+
+    x = torch.zeros(1, 1, 2, 3)
+    x[0, 0, 0, 2] = 1  # right edge; the mirrored image has it at column 0
+    out = compat.FlipAverage(M())({"images": x})
+    torch.testing.assert_close(out["regions"][0], torch.tensor([[[0.25, 0.5]]]))
+    assert out["regions"][1] is None

@@ -91,13 +91,13 @@ def main(argv=None):
     done = 0
     with torch.no_grad(), tqdm(total=min(args.num, num_query), desc="queries") as bar:
         for batch in loader:
-            out = model.backbone(model.preprocess_image(batch), return_attention=True)
+            out = model.inference(batch)  # the model's one explicit way to its extras
             for i in range(batch["images"].size(0)):
                 if done >= min(args.num, num_query):
                     break
                 image = batch["images"][i].permute(1, 2, 0).clamp(0, 255).byte().numpy()
-                attn = {"soft_attn": [s[i].cpu() for s in out["soft_attn"]],
-                        "theta": [t[i].cpu() if t is not None else None for t in out["theta"]]}
+                attn = {"soft_attn": [s[i].cpu() for s in out["soft_attention"]],
+                        "theta": [t[i].cpu() if t is not None else None for t in out["regions"]]}
                 name = os.path.splitext(os.path.basename(batch["img_paths"][i]))[0]
                 draw_query(image, attn, os.path.join(args.output, f"{done:03d}_{name}.png"), name)
                 done += 1

@@ -116,7 +116,8 @@ class HACNNReID(ReidMetaArch):
       ``logits`` (its identity classifier), ``features`` (its 512-d feature) and ``targets``; the
       ``*_local`` entries only with the local branch;
     * eval: (B, 2*feat_dim) = [L2-normalised global, L2-normalised local]
-      (only the normalised global feature when ``use_local=False``).
+      (only the normalised global feature when ``use_local=False``); :meth:`inference` also gives the
+      soft attention maps and the hard-attention regions (the picture tool's input).
     """
 
     #: tensors a branch provides to the losses
@@ -174,13 +175,16 @@ class HACNNReID(ReidMetaArch):
             "losses": build_losses(cfg),
         }
 
-    def inference(self, batched_inputs) -> Dict[str, torch.Tensor]:
-        """Eval outputs: ``{"features": (B, D) retrieval feature}`` (what ``forward`` returns in eval)."""
-        feats = self.backbone(self.preprocess_image(batched_inputs))
+    def inference(self, batched_inputs) -> Dict[str, object]:
+        """Eval outputs: ``{"features": (B, D) retrieval feature (what ``forward`` returns in eval),
+        "soft_attention": the 3 soft attention maps [(B, C_l, H_l, W_l)], "regions": the 3 blocks'
+        hard-attention translations [(B, T, 2)] (``None`` entries without the local branch)}``.
+        The maps are kept from the same forward pass (no extra computation)."""
+        feats = self.backbone(self.preprocess_image(batched_inputs), return_attention=True)
         f_global = F.normalize(feats["global"], p=2, dim=1)
-        if feats["local"] is None:
-            return {"features": f_global}
-        return {"features": torch.cat([f_global, F.normalize(feats["local"], p=2, dim=1)], dim=1)}
+        if feats["local"] is not None:
+            f_global = torch.cat([f_global, F.normalize(feats["local"], p=2, dim=1)], dim=1)
+        return {"features": f_global, "soft_attention": feats["soft_attn"], "regions": feats["theta"]}
 
     def forward(self, batched_inputs):
         if not self.training:
