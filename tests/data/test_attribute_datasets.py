@@ -179,3 +179,32 @@ def test_combineall_keeps_attributes():
     assert len(ds.train) == 32 + 32 + sum(1 for it in ds.gallery if it[1] != 0)
     assert all(len(it) == 4 and it[3]["attributes"].shape == (27,) for it in ds.train)
     assert len({it[1] for it in ds.train}) == 16 + len({it[1] for it in ds.query + ds.gallery} - {0})
+
+
+def test_attribute_fields_resolved_once_written_to_config_and_order_checked(synthetic_root, tmp_path):
+    """MODEL.ATTRIBUTES.FIELDS is derived from the training set's attribute file once (the trainer's
+    auto_scale_hyperparams), written to the run's config.yaml; a list in another order is an error
+    naming the file, never a silent relabelling."""
+    import yaml
+
+    from fastreid_ext.data import build_train_set, resolve_attribute_fields
+    from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
+    from fastreid_ext.engine import ExtTrainer
+
+    opts = ["DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path), "DATALOADER.NUM_WORKERS", "0"]
+    cfg = make_cfg("configs/Synthetic/apr_R18.yml", opts)
+    assert list(cfg.MODEL.ATTRIBUTES.FIELDS) == []
+    resolved = resolve_attribute_fields(cfg)
+    assert list(resolved.MODEL.ATTRIBUTES.FIELDS) == list(MARKET_ATTRIBUTES)
+    assert list(cfg.MODEL.ATTRIBUTES.FIELDS) == []  # a resolved clone, the input untouched
+    cfg.freeze()
+    scaled = ExtTrainer.auto_scale_hyperparams(cfg, 30)
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert written["MODEL"]["ATTRIBUTES"]["FIELDS"] == list(MARKET_ATTRIBUTES)
+    assert scaled.MODEL.HEADS.NUM_CLASSES == 30 and scaled.is_frozen()
+
+    swapped = list(MARKET_ATTRIBUTES)
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    bad = make_cfg("configs/Synthetic/apr_R18.yml", opts + ["MODEL.ATTRIBUTES.FIELDS", str(swapped)])
+    with pytest.raises(ValueError, match=r"market_attribute\.mat.*another order"):
+        build_train_set(bad)

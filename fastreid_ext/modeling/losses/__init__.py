@@ -118,15 +118,20 @@ def check_loss_inputs(model: str, losses: Mapping[str, nn.Module], available: It
 
 
 def compute_losses(losses: Mapping[str, nn.Module], tensors: Mapping[str, object], suffix: str = "",
-                   keys: Optional[Mapping[str, str]] = None) -> Dict[str, torch.Tensor]:
+                   keys: Optional[Mapping[str, str]] = None,
+                   weights: Optional[Mapping[str, float]] = None) -> Dict[str, torch.Tensor]:
     """``{"loss_<key><suffix>": value}`` of every loss in ``losses`` on the named ``tensors``.
 
-    ``keys`` renames a loss's report key (e.g. APR reports CrossEntropyLoss as ``loss_id``).
+    ``keys`` renames a loss's report key (e.g. APR reports CrossEntropyLoss as ``loss_id``);
+    ``weights`` multiplies a loss's value by a model-chosen weight (e.g. APR's lambda).
     """
     out = {}
     for name, loss in losses.items():
         key = (keys or {}).get(name, f"loss_{loss.key}")
-        out[key + suffix] = loss(**{i: tensors[i] for i in loss.inputs})
+        value = loss(**{i: tensors[i] for i in loss.inputs})
+        if weights and name in weights:
+            value = value * weights[name]
+        out[key + suffix] = value
     return out
 
 

@@ -222,9 +222,6 @@ class APR(ReidMetaArch):
                 storage.put_scalar("attr_accuracy", sum(valid) / len(valid))
         tensors = {"logits": outputs["cls_outputs"], "features": outputs["features"], "targets": targets,
                    "attr_logits": attr_logits, "attr_targets": attr_targets}
-        loss_dict = compute_losses(self.loss_fns, tensors, keys={"CrossEntropyLoss": "loss_id"})
-        for name, loss in self.loss_fns.items():  # lambda weighs the identity (classifier) losses
-            if "logits" in loss.inputs:
-                key = "loss_id" if name == "CrossEntropyLoss" else f"loss_{loss.key}"
-                loss_dict[key] = loss_dict[key] * self.id_weight
-        return loss_dict
+        # lambda weighs the identity (classifier) losses
+        id_losses = {name: self.id_weight for name, loss in self.loss_fns.items() if "logits" in loss.inputs}
+        return compute_losses(self.loss_fns, tensors, keys={"CrossEntropyLoss": "loss_id"}, weights=id_losses)
