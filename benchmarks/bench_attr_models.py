@@ -12,12 +12,10 @@ Writes benchmarks/results/attr_models.json.
 import argparse
 import functools
 import os
-import sys
 
 import torch
 
-from common import (cpu_step_memory_mb, environment, measure_step_in_this_process, peak_memory_mb,
-                    report, time_interleaved, train_step)
+from common import compare_training_steps
 
 import fastreid_ext
 
@@ -69,25 +67,9 @@ def main():
     batch = {"images": torch.rand(a.batch, 3, h, w) * 255, "targets": torch.randint(0, 751, (a.batch,)),
              "camids": torch.zeros(a.batch, dtype=torch.long), "attributes": attrs}
     batch = {k: v.to(a.device) for k, v in batch.items()}
-    fns, models = {}, {}
-    for name, config in MODELS.items():
-        if a.memory_of and name != a.memory_of:
-            continue
-        model = models[name] = build(config, a).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-        fns[name] = functools.partial(train_step, model, opt, batch)
-    if a.memory_of:
-        return measure_step_in_this_process(fns[a.memory_of])
-    times = time_interleaved(fns, a.rounds, device=a.device)
-    base = next(iter(MODELS))
-    rows = [{"model": n, "params_M": sum(p.numel() for p in models[n].parameters()) / 1e6,
-             "train_step_s": times[n], "ratio_vs_baseline": times[n] / times[base],
-             "peak_mem_MiB": (peak_memory_mb(fns[n], a.device) if a.device.startswith("cuda")
-                              else cpu_step_memory_mb(__file__, n, sys.argv[1:]))} for n in MODELS]
-    report(f"APR / AANet vs Baseline: ResNet-{a.depth[:-1]}, {h}x{w}, batch {a.batch}, {a.device}", rows,
-           ["model", "params_M", "train_step_s", "ratio_vs_baseline", "peak_mem_MiB"], a.out,
-           {"env": environment(a.device), "targets": {"APR": "<= 1.1", "APR (BoT settings)": "<= 1.1", "AANet": "<= 1.3"}})
+    compare_training_steps({name: functools.partial(build, config, a) for name, config in MODELS.items()}, batch, a,
+                           __file__, f"APR / AANet vs Baseline: ResNet-{a.depth[:-1]}, {h}x{w}, batch {a.batch}, {a.device}",
+                           {"APR": "<= 1.1", "APR (BoT settings)": "<= 1.1", "AANet": "<= 1.3"})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ another's peak. (Not a fork: forking a process whose OpenMP threads are running 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -95,6 +96,34 @@ def cpu_step_memory_mb(script: str, name: str, argv: list[str]) -> float:
     out = subprocess.run([sys.executable, script, "--memory-of", name, *argv], capture_output=True,
                          text=True, check=True).stdout
     return float(next(line.split()[1] for line in out.splitlines() if line.startswith("STEP_PEAK_MB")))
+
+
+def compare_training_steps(builders: dict, batch: dict, a, script: str, title: str, targets: dict,
+                           optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)):
+    """The models' training steps, interleaved in this process, against the first one (the baseline).
+
+    ``builders``: name -> ``fn()`` building the model; ``a``: the parsed arguments (``rounds``,
+    ``device``, ``out``, ``memory_of``); ``script``: the benchmark's path (re-run per model for the CPU
+    memory probe). Prints and writes the table (``report``); in a memory-probe child
+    (``a.memory_of``) only measures that model.
+    """
+    fns, models = {}, {}
+    for name, build in builders.items():
+        if a.memory_of and name != a.memory_of:
+            continue
+        model = models[name] = build().train()
+        fns[name] = functools.partial(train_step, model, optimizer(model.parameters()), batch)
+    if a.memory_of:
+        return measure_step_in_this_process(fns[a.memory_of])
+    times = time_interleaved(fns, a.rounds, device=a.device)
+    base = next(iter(builders))
+    rows = [{"model": n, "params_M": sum(p.numel() for p in models[n].parameters()) / 1e6,
+             "train_step_s": times[n], "ratio_vs_baseline": times[n] / times[base],
+             "peak_mem_MiB": (peak_memory_mb(fns[n], a.device) if a.device.startswith("cuda")
+                              else cpu_step_memory_mb(script, n, sys.argv[1:]))} for n in builders]
+    report(title, rows, ["model", "params_M", "train_step_s", "ratio_vs_baseline", "peak_mem_MiB"], a.out,
+           {"env": environment(a.device), "targets": targets})
+    return rows
 
 
 def environment(device) -> dict:

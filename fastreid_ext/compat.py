@@ -199,23 +199,32 @@ def preprocess_image(self, batched_inputs):
 #: ``inference`` dict keys holding horizontal translations (..., 2) = (t_x, t_y), not maps: mirrored
 #: back by negating t_x (HA-CNN's hard-attention regions)
 TRANSLATION_KEYS = ("regions",)
+#: ``inference`` dict keys holding (B, 17, h, w) COCO keypoint heatmaps (RBNet's decoder): mirrored
+#: back and their left/right channels swapped
+KEYPOINT_MAP_KEYS = ("heatmaps",)
 
 
-def _average(a, b, translation: bool = False):
+def _average(a, b, kind: str = ""):
     """Mean of an output and its mirror-image output: tensors, or dicts / lists / tuples of them.
 
     Spatial outputs (tensors with >= 3 dims, e.g. (B, H, W) attention maps) of the mirrored images
-    are mirrored back first; translations (:data:`TRANSLATION_KEYS`) get their x negated; vectors
-    (features, probabilities) are averaged as they are.
+    are mirrored back first; translations (:data:`TRANSLATION_KEYS`) get their x negated; keypoint
+    heatmaps (:data:`KEYPOINT_MAP_KEYS`) are mirrored back with left and right joints swapped;
+    vectors (features, probabilities) are averaged as they are.
     """
     if isinstance(a, torch.Tensor):
-        if translation:
+        if kind == "translation":
             return (a + b * b.new_tensor([-1.0, 1.0])) / 2
+        if kind == "keypoints":
+            from .data.coco_keypoints import FLIP_INDEX
+
+            return (a + b.flip(dims=[-1])[:, list(FLIP_INDEX)]) / 2
         return (a + (b.flip(dims=[-1]) if a.dim() >= 3 else b)) / 2
     if isinstance(a, dict):
-        return {k: _average(a[k], b[k], k in TRANSLATION_KEYS) for k in a}
+        return {k: _average(a[k], b[k], "translation" if k in TRANSLATION_KEYS else
+                            "keypoints" if k in KEYPOINT_MAP_KEYS else "") for k in a}
     if isinstance(a, (list, tuple)):
-        return type(a)(_average(x, y, translation) for x, y in zip(a, b))
+        return type(a)(_average(x, y, kind) for x, y in zip(a, b))
     return a
 
 

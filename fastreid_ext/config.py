@@ -53,6 +53,9 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.INPUT.HEATMAP.SIZE = [0, 0]
     # Gaussian sigma of a keypoint heatmap, in heatmap pixels (MSRA heatmaps, mmpose uses 2)
     cfg.INPUT.HEATMAP.SIGMA = 2.0
+    # where heatmaps come from: "render" (Gaussians at the keypoints) or "stored" (a pose model's own
+    # heatmaps written by tools/make_keypoints.py --save-heatmaps; moved with the pixels the same way)
+    cfg.INPUT.HEATMAP.SOURCE = "render"
 
     # ---------------------------------------------------------------- training loop
     # random seed of the run (python, numpy, torch; rank added per process); -1 = a fresh random seed,
@@ -145,6 +148,32 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.MODEL.HACNN.NUM_REGIONS = 4
     # channel-attention reduction ratio (squeeze-and-excitation style)
     cfg.MODEL.HACNN.REDUCTION = 16
+
+    # ---------------------------------------------------------------- RBNet (issue 10; modeling/meta_arch/rbnet.py)
+    cfg.MODEL.RBNET = CN()
+    # blocks of re-layers 1-4; [] = one fewer than the backbone's stages (ResNet-50: [2, 3, 5, 2], the paper's Table 1)
+    cfg.MODEL.RBNET.RELAYER_BLOCKS = []
+    # where the mask M(x) is taken (paper Table 2): "relayer1" (best), "conv1" (re-conv-1 input) or "relayer2"
+    cfg.MODEL.RBNET.MASK_SOURCE = "relayer1"
+    # decoder levels fused (grouped 1x1 conv, 17 groups) into the heatmaps: any of conv1, relayer1..relayer4 (paper: conv1 + relayer1)
+    cfg.MODEL.RBNET.FUSE_LEVELS = ["conv1", "relayer1"]
+    # channels per keypoint group of each fused level after its change-channel block
+    cfg.MODEL.RBNET.GROUP_WIDTH = 2
+    # re-conv-1 output stride: 2 = half the input (eq. 3, 128x64 for 256x128), 1 = full input (Table 1)
+    cfg.MODEL.RBNET.HEATMAP_STRIDE = 2
+    # retrieval feature: "both" ([backbone 1, backbone 2] embeddings), "backbone1" or "backbone2" (x * M(x))
+    cfg.MODEL.RBNET.TEST_FEATURE = "both"
+    # eq. 4 weights: l1 L_id, l2 L_tri (backbone 1), l3 L_mse, l4 L_id2, l5 L_tri2 (backbone 2); each on top of the loss's own SCALE
+    cfg.MODEL.RBNET.WEIGHTS = CN()
+    cfg.MODEL.RBNET.WEIGHTS.ID = 1.0
+    cfg.MODEL.RBNET.WEIGHTS.TRI = 1.0
+    cfg.MODEL.RBNET.WEIGHTS.MSE = 1000.0
+    cfg.MODEL.RBNET.WEIGHTS.ID2 = 1.0
+    cfg.MODEL.RBNET.WEIGHTS.TRI2 = 1.0
+    # "fixed": l3 = WEIGHTS.MSE; "match_triplet": l3 follows l2 * EMA(L_tri) / EMA(L_mse) (the paper tunes l3 by hand so the two are close)
+    cfg.MODEL.RBNET.MSE_WEIGHT_MODE = "fixed"
+    # momentum of those running means (match_triplet); l3 is clamped to [1, 1e6]
+    cfg.MODEL.RBNET.MSE_WEIGHT_MOMENTUM = 0.99
     return cfg
 
 
@@ -207,6 +236,9 @@ def validate_config(cfg: CN) -> None:
     bad = [f for f in cfg.INPUT.EXTRA_FIELDS if f not in EXTRA_FIELDS]
     if bad:
         raise ValueError(f"INPUT.EXTRA_FIELDS has {bad}; known: {list(EXTRA_FIELDS)}")
+    if cfg.INPUT.HEATMAP.SOURCE not in ("render", "stored"):
+        raise ValueError(f"INPUT.HEATMAP.SOURCE is {cfg.INPUT.HEATMAP.SOURCE!r}; use 'render' (Gaussians at the keypoints) "
+                         "or 'stored' (tools/make_keypoints.py --save-heatmaps)")
     flt = cfg.TEST.ATTR_FILTER
     if flt.PLAN not in ("auto", "exact"):
         raise ValueError(f"TEST.ATTR_FILTER.PLAN is {flt.PLAN!r}; use 'auto' or 'exact'")

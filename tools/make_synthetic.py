@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing folder generated with other arguments")
+    p.add_argument("--silhouettes", action="store_true",
+                   help="also write each crop's pedestrian mask under silhouettes/<split>/ (RBNet's mask measure)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -54,7 +56,7 @@ def main(argv=None):
         num_cams=a.num_cams, images_per_cam=tuple(a.images_per_cam),
         num_distractors=a.distractors, num_junk=a.junk, height=a.height, width=a.width,
         difficulty=a.difficulty, seed=a.seed, progress=not a.no_progress,
-        overwrite=a.overwrite)
+        overwrite=a.overwrite, silhouettes=a.silhouettes)
     print(json.dumps(summary, indent=2))
     return 0
 

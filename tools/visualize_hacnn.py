@@ -11,7 +11,6 @@ Box geometry: region k of block l samples the normalised window x in [t_x - 1, t
 y in [t_y - 1/T, t_y + 1/T] (fixed scales, learned translation), mapped here to pixels.
 """
 
-import argparse
 import os
 import sys
 
@@ -25,7 +24,7 @@ from tqdm import tqdm  # noqa: E402
 
 from fastreid_ext.data import build_test_loader  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
-from fastreid_ext.visualization import overlay_heatmap  # noqa: E402
+from fastreid_ext.visualization import overlay_heatmap, picture_tool_parser, save_figure  # noqa: E402
 
 REGION_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#ff7f00", "#984ea3", "#a65628")
 BLOCK_STYLES = (":", "--", "-")
@@ -69,18 +68,11 @@ def draw_query(image, attn, path, title=""):
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config-file", required=True)
-    p.add_argument("--output", default="vis/hacnn", help="folder for the PNGs")
-    p.add_argument("--num", type=int, default=16, help="number of query images")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    args = picture_tool_parser(__doc__.splitlines()[0], "vis/hacnn", 16).parse_args(argv)
 
     cfg, model = load_model(args.config_file, args.opts)
     if cfg.MODEL.META_ARCHITECTURE != "HACNNReID":

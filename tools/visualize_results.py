@@ -12,7 +12,6 @@ attributes (APR, AANet) the query's predicted attributes (those with probability
 for models that return an attribute attention map (AANet) a second panel overlays it on the query.
 """
 
-import argparse
 import os
 import sys
 
@@ -31,7 +30,7 @@ from fastreid_ext.data.common import read_image  # noqa: E402
 from fastreid_ext.engine import load_model  # noqa: E402
 from fastreid_ext.modeling.common import attribute_schema  # noqa: E402
 from fastreid_ext.engine.inference import collect  # noqa: E402
-from fastreid_ext.visualization import overlay_heatmap  # noqa: E402
+from fastreid_ext.visualization import overlay_heatmap, picture_tool_parser, save_figure  # noqa: E402
 
 
 def ranked_lists(q_feat, g_feat, q_pids, g_pids, q_cams, g_cams, topk, metric="cosine"):
@@ -102,18 +101,12 @@ def draw(path, query_path, gallery_paths, correct, text=None, attention=None):
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config-file", required=True)
-    p.add_argument("--output", default="vis/results")
-    p.add_argument("--num", type=int, default=20, help="number of queries to draw")
+    p = picture_tool_parser(__doc__.splitlines()[0], "vis/results", 20, "queries")
     p.add_argument("--topk", type=int, default=10)
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
 
     cfg, model = load_model(args.config_file, args.opts)

@@ -25,6 +25,7 @@ from . import datasets  # noqa: E402,F401  (registers our datasets)
 from ..config import dataset_root  # noqa: E402
 from .common import ExtCommDataset  # noqa: E402
 from .dataset_keypoints import attach_keypoints  # noqa: E402
+from .stored_heatmaps import locate_stored_heatmaps  # noqa: E402
 from .image_check import scan_images, unreadable_message  # noqa: E402
 from .keypoints import KeypointTransform  # noqa: E402
 
@@ -55,7 +56,12 @@ def _with_keypoints(cfg, data, items, name: str):
     asks for keypoints or heatmaps; unchanged (no file read) otherwise."""
     if not {"keypoints", "heatmaps"} & set(cfg.INPUT.EXTRA_FIELDS):
         return items
-    return attach_keypoints(items, data, cfg.DATASETS.KEYPOINTS_DIR, name=name)
+    items = attach_keypoints(items, data, cfg.DATASETS.KEYPOINTS_DIR, name=name)
+    if "heatmaps" in cfg.INPUT.EXTRA_FIELDS and cfg.INPUT.HEATMAP.SOURCE == "stored":
+        # a pose model's own maps (tools/make_keypoints.py --save-heatmaps): where each image's are
+        refs = locate_stored_heatmaps([it[0] for it in items], data, cfg.DATASETS.KEYPOINTS_DIR, name=name)
+        items = [(*it[:3], {**it[3], "heatmap_ref": ref}, *it[4:]) for it, ref in zip(items, refs)]
+    return items
 
 
 def _unreadable(cfg, items, what: str) -> set:
@@ -85,7 +91,8 @@ def _ext_dataset(cfg, items, is_train: bool, relabel: bool) -> ExtCommDataset:
     kp_tf = KeypointTransform(cfg, is_train) if {"keypoints", "heatmaps"} & set(fields) else None
     return ExtCommDataset(items, build_transforms(cfg, is_train=is_train), relabel=relabel,
                           extra_fields=fields, keypoint_transform=kp_tf,
-                          heatmap_size=cfg.INPUT.HEATMAP.SIZE, sigma=cfg.INPUT.HEATMAP.SIGMA)
+                          heatmap_size=cfg.INPUT.HEATMAP.SIZE, sigma=cfg.INPUT.HEATMAP.SIGMA,
+                          heatmap_source=cfg.INPUT.HEATMAP.SOURCE)
 
 
 def build_train_set(cfg, names=None) -> ExtCommDataset:

@@ -16,7 +16,10 @@ import torch  # noqa: E402
 from fastreid.data.common import CommDataset  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
-from .keypoints import KeypointTransform, render_heatmaps  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from .keypoints import KeypointTransform, erase_maps, render_heatmaps  # noqa: E402
+from .stored_heatmaps import load_crop_heatmaps  # noqa: E402
 
 
 def read_image(path: str) -> Image.Image:
@@ -40,10 +43,14 @@ class ExtCommDataset(CommDataset):
         extra_fields: subset of ``("attributes", "keypoints", "heatmaps")``.
         keypoint_transform: joint (image, keypoints) transform; required for keypoints/heatmaps.
         heatmap_size: (h, w) of heatmaps; ``sigma`` their Gaussian width in heatmap pixels.
+        heatmap_source: ``"render"`` (Gaussians at the transformed keypoints) or ``"stored"`` (a pose
+            model's own maps, ``extras["heatmap_ref"]`` = (index file, key) of
+            :mod:`fastreid_ext.data.stored_heatmaps`, moved by the same transform as the pixels).
     """
 
     def __init__(self, img_items, transform=None, relabel=True, extra_fields=(),
-                 keypoint_transform: KeypointTransform | None = None, heatmap_size=(0, 0), sigma=2.0):
+                 keypoint_transform: KeypointTransform | None = None, heatmap_size=(0, 0), sigma=2.0,
+                 heatmap_source: str = "render"):
         super().__init__(img_items, transform, relabel)
         self.extra_fields = tuple(extra_fields)
         needs_kp = bool({"keypoints", "heatmaps"} & set(self.extra_fields))
@@ -52,6 +59,14 @@ class ExtCommDataset(CommDataset):
         self.keypoint_transform = keypoint_transform if needs_kp else None
         self.heatmap_size = tuple(heatmap_size)
         self.sigma = sigma
+        if heatmap_source not in ("render", "stored"):
+            raise ValueError(f"INPUT.HEATMAP.SOURCE is {heatmap_source!r}; use 'render' or 'stored'")
+        self.stored = heatmap_source == "stored" and "heatmaps" in self.extra_fields
+        if self.stored:
+            missing = [it[0] for it in img_items if len(it) < 4 or it[3].get("heatmap_ref") is None]
+            if missing:
+                raise ValueError(f"INPUT.HEATMAP.SOURCE is 'stored', but {len(missing)} of {len(img_items)} images "
+                                 f"have no stored heatmaps (first: {missing[0]})")
         for field in self.extra_fields:  # fail at build time, not after an hour of training
             src = "keypoints" if field == "heatmaps" else field
             missing = [it[0] for it in img_items if len(it) < 4 or it[3].get(src) is None]
@@ -67,8 +82,11 @@ class ExtCommDataset(CommDataset):
         path, pid, camid = item[0], item[1], item[2]
         extras = item[3] if len(item) > 3 else {}
         img = read_image(path)
+        erased, maps = (), None
         if self.keypoint_transform is not None:
-            img, kpts = self.keypoint_transform(img, extras["keypoints"])
+            if self.stored:
+                maps = load_crop_heatmaps(*extras["heatmap_ref"])
+            img, kpts, maps, erased = self.keypoint_transform(img, extras["keypoints"], maps)
         else:
             kpts = None
             if self.transform is not None:
@@ -84,6 +102,9 @@ class ExtCommDataset(CommDataset):
         if "heatmaps" in self.extra_fields:
             size = self.keypoint_transform.size
             hm = self.heatmap_size if all(self.heatmap_size) else (size[0] // 2, size[1] // 2)
-            out["heatmaps"] = render_heatmaps(kpts, size, hm, self.sigma)
+            if maps is not None:  # stored maps, already moved (and erased) like the pixels: onto the heatmap grid
+                out["heatmaps"] = F.interpolate(maps[None], size=hm, mode="bilinear", align_corners=False)[0]
+            else:  # rendered after the geometric steps; blanked where random erasing removed the pixels
+                out["heatmaps"] = erase_maps(render_heatmaps(kpts, size, hm, self.sigma), erased, size)
         return out
 

@@ -81,6 +81,18 @@ def _lookup(kf: KeypointFile, keys: list[str], where: str):
     return out
 
 
+def _make_command(dataset, name: str, split_folder: str, keypoints_dir: str) -> str:
+    """The offline pose tool's command line that writes the keypoint files of this dataset."""
+    if dataset is not None and name:
+        # FastReID's readers keep the root they were given (DATASETS.ROOT)
+        root = getattr(dataset, "root", None) or osp.dirname(osp.dirname(split_folder))
+        src = f"--dataset {name} --root {root}"
+    else:
+        src = f"--images {split_folder}"
+    out = f" --out {keypoints_dir}" if keypoints_dir else ""
+    return f"python tools/make_keypoints.py {src} --model blazepose{out} (or --model hrnet --checkpoint <file>)"
+
+
 def attach_keypoints(items, dataset=None, keypoints_dir: str = "", name: str = ""):
     """Items with ``"keypoints"`` ((17, 3) float32) added to their extras dict, from keypoint files.
 
@@ -109,8 +121,9 @@ def attach_keypoints(items, dataset=None, keypoints_dir: str = "", name: str = "
             raise FileNotFoundError(
                 f"{name}: keypoint file not found: {path} (looked at {_where(keypoints_dir)}); it must hold "
                 f"the keypoints of the {len(members)} images of split folder '{split}' ({folder}), because "
-                "INPUT.EXTRA_FIELDS asks for keypoints/heatmaps. Write it with the offline pose tool, or set "
-                f"DATASETS.KEYPOINTS_DIR to the folder holding {keypoint_file_name(split)}.")
+                "INPUT.EXTRA_FIELDS asks for keypoints/heatmaps. Write it with the offline pose tool: "
+                f"{_make_command(dataset, name, folder, keypoints_dir)}; or set DATASETS.KEYPOINTS_DIR to the "
+                f"folder holding {keypoint_file_name(split)}.")
         kf = read_coco_keypoints(path)
         where = f"{name} '{split}'"
         found = _lookup(kf, [key for _, key in members], where)
@@ -120,7 +133,8 @@ def attach_keypoints(items, dataset=None, keypoints_dir: str = "", name: str = "
             raise ValueError(
                 f"{name}: {len(missing)} of {len(members)} images of split folder '{split}' have no keypoints "
                 f"in {path} (first: {', '.join(missing[:_SHOW])}){example}. Entries are matched by the image "
-                "path relative to the split folder (the bare file name for flat layouts).")
+                "path relative to the split folder (the bare file name for flat layouts). Rewrite the file "
+                f"for this dataset with: {_make_command(dataset, name, folder, keypoints_dir)}")
         for (i, _), kp in zip(members, found):
             it = items[i]
             extras = dict(it[3]) if len(it) > 3 and it[3] else {}

@@ -114,8 +114,11 @@ def test_missing_keypoint_file_names_it(mini_market_root, tmp_path):
     cfg = _market_cfg(mini_market_root, "INPUT.EXTRA_FIELDS", '["heatmaps"]',
                       "DATASETS.KEYPOINTS_DIR", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=r"keypoint file not found: .*empty/person_keypoints_query\.json"
-                                                r".*DATASETS.KEYPOINTS_DIR"):
+                                                r".*DATASETS.KEYPOINTS_DIR") as e:
         build_test_set(cfg, "Market1501")
+    # and the command that writes it
+    assert (f"python tools/make_keypoints.py --dataset Market1501 --root {mini_market_root} --model blazepose "
+            f"--out {tmp_path / 'empty'}") in str(e.value)
     cfg = _market_cfg(_linked_market(tmp_path, mini_market_root), "INPUT.EXTRA_FIELDS", '["keypoints"]')
     with pytest.raises(FileNotFoundError, match=r"mm/keypoints/person_keypoints_query\.json.*default location"):
         build_test_set(cfg, "Market1501")

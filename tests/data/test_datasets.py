@@ -84,8 +84,8 @@ def test_flip_keeps_keypoints_left_right_consistent(synthetic_root):
     plain = KeypointTransform(make_cfg(opts=opts + ["INPUT.FLIP.ENABLED", "False"]), is_train=True)
     flip = KeypointTransform(make_cfg(opts=opts + ["INPUT.FLIP.ENABLED", "True", "INPUT.FLIP.PROB", "1.0"]),
                              is_train=True)
-    x0, k0 = plain(img, kp)
-    x1, k1 = flip(img, kp)
+    x0, k0 = plain(img, kp)[:2]
+    x1, k1 = flip(img, kp)[:2]
     assert torch.allclose(x1, x0.flip(dims=[2]))
     # the person's left shoulder after the flip is where the right shoulder was, mirrored
     assert k1[5, 0] == pytest.approx(64 - 1 - k0[6, 0]) and k1[5, 1] == pytest.approx(k0[6, 1])
@@ -102,9 +102,9 @@ def test_pad_crop_moves_keypoints_with_pixels(synthetic_root):
                          "INPUT.PADDING.SIZE", "10", "INPUT.FLIP.ENABLED", "False", "INPUT.REA.ENABLED", "False"])
     tf = KeypointTransform(cfg, is_train=True)
     plain = KeypointTransform(make_cfg(opts=["INPUT.SIZE_TRAIN", "[128, 64]", "INPUT.REA.ENABLED", "False"]), True)
-    x0, k0 = plain(img, kp)
+    x0, k0 = plain(img, kp)[:2]
     random.seed(3)
-    x, k = tf(img, kp)
+    x, k = tf(img, kp)[:2]
     dx, dy = float(k[5, 0] - k0[5, 0]), float(k[5, 1] - k0[5, 1])
     ix, iy = int(round(dx)), int(round(dy))
     assert (dx, dy) == (ix, iy) and abs(ix) <= 10 and abs(iy) <= 10  # an integer pad/crop shift
@@ -195,3 +195,53 @@ def test_attribute_schema_on_real_duke_fields(real_attr):
     assert dict(zip(s.names, s.num_classes)) == {**{n: 2 for n in ["backpack", "bag", "handbag", "boots", "gender",
                                                                   "hat", "shoes", "top"]},
                                                  "upcolor": 8, "downcolor": 7}
+
+
+def test_stored_pose_heatmaps_reach_the_batch_moved_like_the_pixels(tmp_path):
+    """INPUT.HEATMAP.SOURCE stored: a pose model's own maps (here: Gaussians at the true keypoints, stored
+    in an HRNet-like 64x48 frame around the crop) end on the transformed keypoints after pad/crop/flip."""
+    import random
+
+    from fastreid_ext.data import build_train_set
+    from fastreid_ext.data.coco_keypoints import read_coco_keypoints
+    from fastreid_ext.data.keypoints import render_heatmaps
+    from fastreid_ext.data.stored_heatmaps import HeatmapWriter
+    from fastreid_ext.data.synthetic import generate
+    from fastreid_ext.evaluation.keypoints import heatmap_peaks
+
+    root = tmp_path / "data"
+    generate(str(root / "synthetic_market"), num_train_ids=2, num_test_ids=2, progress=False)
+    kf = read_coco_keypoints(str(root / "synthetic_market/keypoints/person_keypoints_bounding_box_train.json"))
+    # heatmap pixel (u, v) -> crop pixel: a 120x160 box (aspect 0.75, padding 1.25) centred on the 64x128 crop
+    s, cx, cy = 2.5, -28 + 1.25 - 0.5, -16 + 1.25 - 0.5
+    writer = HeatmapWriter(str(root / "synthetic_market/keypoints/heatmaps_bounding_box_train.json"),
+                           len(kf.keypoints), (64, 48))
+    for name, kp in kf.keypoints.items():
+        hk = kp.copy()
+        hk[:, 0], hk[:, 1] = (kp[:, 0] - cx) / s, (kp[:, 1] - cy) / s
+        writer.add(name, render_heatmaps(hk, (64, 48), (64, 48), sigma=1.0).numpy(), [[s, 0, cx], [0, s, cy]], (128, 64))
+    writer.commit()
+    opts = ["DATASETS.ROOT", str(root), "DATASETS.NAMES", '("SyntheticMarket",)', "INPUT.SIZE_TRAIN", "[128, 64]",
+            "INPUT.EXTRA_FIELDS", '["keypoints", "heatmaps"]', "INPUT.PADDING.ENABLED", "True", "INPUT.PADDING.SIZE", "6",
+            "INPUT.FLIP.ENABLED", "True", "INPUT.FLIP.PROB", "0.5", "INPUT.REA.ENABLED", "False"]
+    stored = build_train_set(make_cfg(opts=opts + ["INPUT.HEATMAP.SOURCE", "stored"]))
+    rendered = build_train_set(make_cfg(opts=opts))
+    checked = 0
+    for i in range(8):
+        random.seed(i)
+        sample = stored[i]
+        hm, kp = sample["heatmaps"], sample["keypoints"]
+        random.seed(i)
+        other = rendered[i]
+        assert torch.equal(other["keypoints"], kp)  # same augmentation drawn
+        # the stored maps are used (narrower than the rendered sigma-2 Gaussians), not re-rendered
+        assert hm.sum() < 0.6 * other["heatmaps"].sum()
+        assert hm.shape == (17, 64, 32)
+        vis = (kp[:, 2] > 0) & (hm.amax(dim=(1, 2)) > 0.3)
+        err = (heatmap_peaks(hm[None], (128, 64))[0][vis] - kp[vis, :2]).abs().max()
+        assert err <= 2.0, (i, err)  # within one heatmap cell
+        checked += int(vis.sum())
+    assert checked >= 80
+    with pytest.raises(FileNotFoundError, match="heatmaps_query.json.*--save-heatmaps"):
+        from fastreid_ext.data import build_test_set
+        build_test_set(make_cfg(opts=opts + ["INPUT.HEATMAP.SOURCE", "stored"]), "SyntheticMarket")

@@ -7,6 +7,8 @@ Layout of ``root`` (both domains)::
     query/                query crops (at most one per identity and camera)
     attribute/market_attribute.mat | attribute/duke_attribute.mat
     keypoints/person_keypoints_{bounding_box_train,query,bounding_box_test}.json  (fastreid_ext.data.coco_keypoints)
+    silhouettes/<split>/<image name>.png   optional (``silhouettes=True``): 0/255 mask of the
+                          pedestrian's visible pixels, same size as the crop (RBNet's mask measure)
     meta.json             generator version, arguments and counts
 
 File names:
@@ -42,6 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
+from PIL import Image
 
 from ..coco_keypoints import KEYPOINTS_FOLDER, KeypointRecord, write_coco_keypoints
 from ..coco_keypoints import keypoint_file_name as _split_file_name
@@ -57,8 +60,8 @@ try:  # optional dependency
 except ImportError:  # pragma: no cover
     _tqdm = None
 
-__all__ = ["GENERATOR_VERSION", "SPLITS", "generate", "attribute_file_name",
-           "keypoint_file_name", "write_attribute_mat"]
+__all__ = ["GENERATOR_VERSION", "SILHOUETTES_FOLDER", "SPLITS", "generate", "attribute_file_name",
+           "keypoint_file_name", "silhouette_path", "write_attribute_mat"]
 
 GENERATOR_VERSION = "1.0.0"
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
@@ -72,6 +75,16 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: synthetic, Created by: fastreid_e
 def attribute_file_name(domain: str) -> str:
     """Relative path of the attribute file of ``domain``."""
     return os.path.join("attribute", f"{domain}_attribute.mat")
+
+
+SILHOUETTES_FOLDER = "silhouettes"
+
+
+def silhouette_path(dataset_folder: str, image_path: str) -> str:
+    """The silhouette PNG of a synthetic image: ``<dataset>/silhouettes/<split>/<name>.png``."""
+    split = os.path.basename(os.path.dirname(image_path))
+    name = os.path.splitext(os.path.basename(image_path))[0] + ".png"
+    return os.path.join(dataset_folder, SILHOUETTES_FOLDER, split, name)
 
 
 def keypoint_file_name(split: str) -> str:
@@ -262,7 +275,7 @@ def generate(root: str, domain: str = "market", num_train_ids: int = 100,
              images_per_cam: Tuple[int, int] = (2, 5), num_distractors: Optional[int] = None,
              num_junk: Optional[int] = None, height: int = 128, width: int = 64,
              difficulty: float = DEFAULT_DIFFICULTY, seed: int = 0, progress: bool = True,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, silhouettes: bool = False) -> dict:
     """Generate a synthetic Market-1501 / DukeMTMC-reID style dataset in ``root``.
 
     Args:
@@ -282,6 +295,8 @@ def generate(root: str, domain: str = "market", num_train_ids: int = 100,
         seed: master seed.
         progress: show a tqdm progress bar.
         overwrite: replace an existing ``root`` generated with other arguments.
+        silhouettes: also write each crop's pedestrian mask (``silhouettes/<split>/<name>.png``,
+            0/255, the visible person minus occluders); images and keypoints are unchanged.
 
     Returns:
         summary dict: ``root``, ``skipped`` (True when an identical dataset was
@@ -293,6 +308,8 @@ def generate(root: str, domain: str = "market", num_train_ids: int = 100,
     """
     args = _resolve_args(domain, num_train_ids, num_test_ids, num_cams, images_per_cam,
                          num_distractors, num_junk, height, width, difficulty, seed)
+    if silhouettes:  # only then recorded, so sets made before the option still match their arguments
+        args["silhouettes"] = True
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     meta_path = os.path.join(root, "meta.json")
     if os.path.isdir(root) and os.listdir(root):
@@ -341,6 +358,9 @@ def generate(root: str, domain: str = "market", num_train_ids: int = 100,
             os.makedirs(os.path.join(tmp, split))
         os.makedirs(os.path.join(tmp, "attribute"))
         os.makedirs(os.path.join(tmp, "keypoints"))
+        if silhouettes:
+            for split in SPLITS:
+                os.makedirs(os.path.join(tmp, SILHOUETTES_FOLDER, split))
         cameras: Dict[int, CameraModel] = {}
         records: Dict[str, list] = {s: [] for s in SPLITS}
         bar = None
@@ -352,9 +372,11 @@ def generate(root: str, domain: str = "market", num_train_ids: int = 100,
                 cam = cameras[job.cam] = make_camera(dom, job.cam, a["seed"], a["height"],
                                                      a["width"], a["difficulty"])
             rng = seed_rng(a["seed"], *[k if k >= 0 else 0 for k in job.key])
-            res = render_image(job.app, cam, rng, a["difficulty"], kind=job.kind)
+            res = render_image(job.app, cam, rng, a["difficulty"], kind=job.kind, silhouette=silhouettes)
             res.image.save(os.path.join(tmp, job.split, job.fname), "JPEG",
                            quality=cam.jpeg_quality)
+            if silhouettes:
+                Image.fromarray(res.silhouette, "L").save(silhouette_path(tmp, os.path.join(tmp, job.split, job.fname)))
             records[job.split].append((job.fname, res.keypoints, res.bbox))
             if bar is not None:
                 bar.update(1)

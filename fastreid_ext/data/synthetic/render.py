@@ -958,6 +958,9 @@ class RenderResult:
     bbox: Tuple[float, float, float, float]  # x, y, w, h in image pixels (clipped)
     view: str
     occluded: bool
+    #: (H, W) uint8 0/255, the visible pixels of the pedestrian (person minus occluders); only when
+    #: ``render_image(..., silhouette=True)``, else None
+    silhouette: Optional[np.ndarray] = None
 
 
 def _person_extent(body: _Body) -> Tuple[float, float, float, float]:
@@ -967,9 +970,27 @@ def _person_extent(body: _Body) -> Tuple[float, float, float, float]:
             body.top + body.hp)
 
 
+def _person_silhouette(app: Appearance, body: _Body, canvas_size: Tuple[int, int],
+                       occ_mask: Optional[Image.Image]) -> np.ndarray:
+    """(H, W) uint8 mask (255 = pedestrian) at output resolution: the pixels the person drawing covers
+    (drawn once on black and once on white; a pixel is the person's where both agree), minus the
+    occluders in front of it, reduced by the supersampling factor (a pixel is on when >= half of its
+    supersampled pixels are)."""
+    a = Image.new("RGB", canvas_size, (0, 0, 0))
+    b = Image.new("RGB", canvas_size, (255, 255, 255))
+    _draw_person(ImageDraw.Draw(a), app, body)
+    _draw_person(ImageDraw.Draw(b), app, body)
+    on = (np.asarray(a) == np.asarray(b)).all(-1)
+    if occ_mask is not None:
+        on &= np.asarray(occ_mask) == 0
+    CW, CH = canvas_size
+    frac = on.reshape(CH // _SS, _SS, CW // _SS, _SS).mean(axis=(1, 3))
+    return np.where(frac >= 0.5, 255, 0).astype(np.uint8)
+
+
 def render_image(app: Optional[Appearance], camera: CameraModel, rng: np.random.Generator,
                  difficulty: float = DEFAULT_DIFFICULTY, kind: str = "normal",
-                 view: Optional[str] = None) -> RenderResult:
+                 view: Optional[str] = None, silhouette: bool = False) -> RenderResult:
     """Render one crop of identity ``app`` seen by ``camera``.
 
     ``kind``: ``"normal"`` (a well-cropped pedestrian), ``"background"`` (no
@@ -977,6 +998,8 @@ def render_image(app: Optional[Appearance], camera: CameraModel, rng: np.random.
     so only a part is visible, like Market's distractors) or ``"junk"`` (heavily
     truncated, small or blurred person).  ``view`` forces a viewpoint.
     The random stream consumed from ``rng`` does not depend on ``difficulty``.
+    ``silhouette``: also return the pedestrian's visible pixels (:func:`_person_silhouette`; the
+    rendered image and keypoints are the same either way).
     """
     d = max(0.0, float(difficulty))
     H, W = camera.height, camera.width
@@ -1086,6 +1109,12 @@ def render_image(app: Optional[Appearance], camera: CameraModel, rng: np.random.
             sub = np.random.default_rng(int(ou[7] * 2 ** 31))
             _draw_silhouette(mdraw, sub, ocx, otop, ohp, camera.clutter_palette, mask=True)
 
+    sil = None
+    if silhouette:
+        sil = np.zeros((H, W), np.uint8)
+        if body is not None:
+            sil = _person_silhouette(app, body, (CW, CH), occ_mask)
+
     # --- keypoints in output coordinates ---------------------------------
     if body is not None:
         mask_arr = np.asarray(occ_mask) if occ_mask is not None else None
@@ -1132,4 +1161,4 @@ def render_image(app: Optional[Appearance], camera: CameraModel, rng: np.random.
     keypoints = np.round(keypoints, 2)
     return RenderResult(image=out, keypoints=keypoints,
                         bbox=tuple(round(float(b), 2) for b in bbox),  # type: ignore
-                        view=view, occluded=occluded)
+                        view=view, occluded=occluded, silhouette=sil)

@@ -2,5 +2,6 @@
 from .aanet import AANet
 from .apr import APR
 from .hacnn import HACNNReID
+from .rbnet import RBNet
 
-__all__ = ["AANet", "APR", "HACNNReID"]
+__all__ = ["AANet", "APR", "HACNNReID", "RBNet"]
