@@ -17,10 +17,16 @@ venv: $(STAMP)
 $(STAMP): requirements.txt setup.py
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	grep -v '^fastreid==' requirements.txt > $(VENV)/requirements-deps.txt
+	grep -v -e '^fastreid==' -e '# no-deps$$' -e '# from-source$$' -e '# model-file$$' requirements.txt \
+	    > $(VENV)/requirements-deps.txt
 	$(PYTHON) -m pip install -r $(VENV)/requirements-deps.txt
 	$(PYTHON) -m pip install --no-deps $$(grep '^fastreid==' requirements.txt | cut -d' ' -f1)
+	$(PYTHON) -m pip install --no-deps $$(grep '# no-deps$$' requirements.txt | cut -d' ' -f1)
+	$(PYTHON) -m pip install --no-deps --no-build-isolation --no-binary :all: \
+	    $$(grep '# from-source$$' requirements.txt | cut -d' ' -f1)
 	$(PYTHON) -m pip install --no-deps --no-build-isolation -e .
+	$(PYTHON) -m fastreid_ext.pose.blazepose install --dest $(VENV)/share/fastreid-ext \
+	    $$(grep '# model-file$$' requirements.txt | cut -d' ' -f1)
 	$(PYTHON) -m fastreid_ext.compat --build-ranker || echo "Cython ranker not built: the Python ranker will be used"
 	touch $@
 
@@ -33,7 +39,7 @@ demo: data
 	    MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth OUTPUT_DIR $(DEMO_OUT)/eval
 
 test: venv
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n 2 tests
 
 clean-data:
 	rm -rf $(DATA)/synthetic_market $(DATA)/synthetic_duke

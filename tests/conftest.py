@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# One BLAS/OpenMP thread per test process, set before torch is imported (and inherited by the CLI runs
+# the tests start): `make test` runs two pytest workers (-n 2) on the 2 cores; two OpenMP threads per
+# process on cores shared with other jobs made model tests up to 20x slower (measured).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
