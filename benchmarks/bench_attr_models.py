@@ -9,13 +9,12 @@ and AANet <= 1.3x the Baseline's step time. Peak memory as in benchmarks/common.
 Writes benchmarks/results/attr_models.json.
 """
 
-import argparse
 import functools
 import os
 
 import torch
 
-from common import compare_training_steps
+from common import compare_training_steps, training_step_arguments
 
 import fastreid_ext
 
@@ -51,15 +50,7 @@ def build(config, a):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--depth", default="50x")
-    p.add_argument("--input", type=int, nargs=2, default=[256, 128])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=os.path.join(REPO, "benchmarks/results/attr_models.json"))
-    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # child process of the memory probe
-    a, _ = p.parse_known_args()
+    a = training_step_arguments(__doc__.splitlines()[0], os.path.join(REPO, "benchmarks/results/attr_models.json"))
     torch.manual_seed(0)
     h, w = a.input
     attrs = torch.randint(0, 2, (a.batch, len(MARKET_ATTRIBUTES)))

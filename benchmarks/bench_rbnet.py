@@ -11,13 +11,12 @@ decoder's share (backbone 2 and its head skipped; measured by running RBNet's ba
 losses alone). Peak memory as in benchmarks/common.py. Writes benchmarks/results/rbnet.json.
 """
 
-import argparse
 import functools
 import os
 
 import torch
 
-from common import compare_training_steps
+from common import compare_training_steps, training_step_arguments
 
 import fastreid_ext
 
@@ -61,15 +60,7 @@ def build(name, a):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--depth", default="50x")
-    p.add_argument("--input", type=int, nargs=2, default=[256, 128])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=os.path.join(REPO, "benchmarks/results/rbnet.json"))
-    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # child process of the memory probe
-    a, _ = p.parse_known_args()
+    a = training_step_arguments(__doc__.splitlines()[0], os.path.join(REPO, "benchmarks/results/rbnet.json"))
     torch.manual_seed(0)
     h, w = a.input
     kp = torch.rand(a.batch, 17, 3) * torch.tensor([w - 1, h - 1, 0.0]) + torch.tensor([0, 0, 2.0])

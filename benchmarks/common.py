@@ -98,6 +98,23 @@ def cpu_step_memory_mb(script: str, name: str, argv: list[str]) -> float:
     return float(next(line.split()[1] for line in out.splitlines() if line.startswith("STEP_PEAK_MB")))
 
 
+def training_step_arguments(description: str, out: str):
+    """Parsed arguments of a training-step benchmark (:func:`compare_training_steps`): ``--depth``,
+    ``--input H W``, ``--batch``, ``--rounds``, ``--device``, ``--out`` (default ``out``) and the
+    memory probe's hidden ``--memory-of``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--depth", default="50x")
+    p.add_argument("--input", type=int, nargs=2, default=[256, 128])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=out)
+    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # child process of the memory probe
+    return p.parse_known_args()[0]
+
+
 def compare_training_steps(builders: dict, batch: dict, a, script: str, title: str, targets: dict,
                            optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)):
     """The models' training steps, interleaved in this process, against the first one (the baseline).

@@ -228,6 +228,17 @@ def write_coco_keypoints(path: str, records: Iterable, split: str = "", *, width
     return path
 
 
+def read_json(path: str, what: str):
+    """The JSON content of ``path``; a missing file or invalid JSON is an error naming ``what`` and the file."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+
+
 def read_coco_keypoints(path: str) -> KeypointFile:
     """Read a keypoint file (format: module docstring).
 
@@ -237,13 +248,7 @@ def read_coco_keypoints(path: str) -> KeypointFile:
     bad visibility, duplicate image names or ids, annotations of unknown images, two annotations
     for one image, keypoint names other than COCO-17).
     """
-    try:
-        with open(path) as f:
-            coco = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"keypoint file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"keypoint file {path} is not valid JSON: {e}") from None
+    coco = read_json(path, "keypoint file")
 
     def fail(msg):
         raise ValueError(f"keypoint file {path}: {msg}")

@@ -50,7 +50,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .coco_keypoints import KEYPOINTS_FOLDER, NUM_KEYPOINTS, normalize_name
+from .coco_keypoints import KEYPOINTS_FOLDER, NUM_KEYPOINTS, normalize_name, read_json
 from .dataset_keypoints import _locate, split_folders
 
 __all__ = ["FORMAT", "HeatmapWriter", "StoredHeatmaps", "heatmap_files_of", "load_crop_heatmaps",
@@ -138,13 +138,7 @@ class HeatmapWriter:
 
 def read_index(index_path: str) -> dict:
     """The index JSON, checked; errors name the file."""
-    try:
-        with open(index_path) as f:
-            index = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"stored heatmap index not found: {index_path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"stored heatmap index {index_path} is not valid JSON: {e}") from None
+    index = read_json(index_path, "stored heatmap index")
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise ValueError(f"{index_path} is not a stored heatmap index (format '{FORMAT}')")
     if index.get("version") != VERSION:
