@@ -39,7 +39,7 @@ demo: data
 	    MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth OUTPUT_DIR $(DEMO_OUT)/eval
 
 test: venv
-	$(PYTHON) -m pytest -q -n 2 tests
+	$(PYTHON) -m pytest -q -n 2 --dist worksteal tests
 
 clean-data:
 	rm -rf $(DATA)/synthetic_market $(DATA)/synthetic_duke

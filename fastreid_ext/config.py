@@ -174,6 +174,71 @@ def add_ext_config(cfg: CN) -> CN:
     cfg.MODEL.RBNET.MSE_WEIGHT_MODE = "fixed"
     # momentum of those running means (match_triplet); l3 is clamped to [1, 1e6]
     cfg.MODEL.RBNET.MSE_WEIGHT_MOMENTUM = 0.99
+
+    # ---------------------------------------------------------------- MMT, domain adaptation (issue 11)
+    # DATASETS.NAMES = labelled source, DATASETS.TARGETS = unlabelled target train sets (their identity
+    # labels are never read), DATASETS.TESTS = evaluation. TARGETS non-empty = adaptation (uda.UDATrainer)
+    cfg.DATASETS.TARGETS = ()
+    cfg.MODEL.MMT = CN()
+    # meta-architecture of the four nets (net1, net2 and their mean nets): "Baseline" or "RBNet"
+    cfg.MODEL.MMT.NET = "Baseline"
+    # EMA momentum of the mean nets (eq. 5-6), with MMT's warm-up min(1 - 1/(step + 1), ALPHA)
+    cfg.MODEL.MMT.ALPHA = 0.999
+    cfg.MODEL.MMT.WEIGHTS = CN()
+    # hard identity loss (CrossEntropyLoss on the pseudo-labels); MMT: 1 - 0.5
+    cfg.MODEL.MMT.WEIGHTS.CE = 0.5
+    # hard triplet loss (TripletLoss, MARGIN 0 = softplus(d_ap - d_an)); MMT: 1 - 0.8
+    cfg.MODEL.MMT.WEIGHTS.TRI = 0.2
+    # soft identity loss from the peer's mean net (SoftCrossEntropyLoss); MMT: 0.5
+    cfg.MODEL.MMT.WEIGHTS.SOFT_CE = 0.5
+    # soft triplet loss from the peer's mean net (SoftTripletLoss); MMT: 0.8
+    cfg.MODEL.MMT.WEIGHTS.SOFT_TRI = 0.8
+    # the net whose features are reported and exported: net1, net2, mean1 (MMT), mean2; never chosen on the target test set
+    cfg.MODEL.MMT.TEST_NET = "mean1"
+    # branches the soft losses teach: "masked" (RBNet's backbone 2 on x * M(x), eq. 7-11; a Baseline's only branch) or "all"
+    cfg.MODEL.MMT.SOFT_BRANCHES = "masked"
+    # RBNet's keypoint loss while adapting: "source" (a labelled source batch per step), "target" (the
+    # target's own keypoint files, from tools/make_keypoints.py), "none"
+    cfg.MODEL.MMT.KEYPOINTS = "source"
+    # images per source batch with MODEL.MMT.KEYPOINTS source
+    cfg.MODEL.MMT.SOURCE_IMS_PER_BATCH = 16
+    # source weights of net 2 / mean net 2; "" = MODEL.WEIGHTS for both nets (they then differ by their random streams)
+    cfg.MODEL.MMT.WEIGHTS2 = ""
+
+    cfg.UDA = CN()
+    # iterations per adaptation epoch (pseudo-labels are recomputed at each epoch start); MMT: 400
+    cfg.UDA.ITERS_PER_EPOCH = 400
+    # how the reported model is chosen: "last" (model_final, the last epoch); the target test set never selects
+    cfg.UDA.REPORTED_MODEL = "last"
+    # periodic adaptation checkpoints kept (the newest; each holds four nets + the optimizer); model_final is always kept
+    cfg.UDA.KEEP_CHECKPOINTS = 2
+    # write the per-epoch pictures (cluster statistics plot, PCA of target features by pseudo-label)
+    cfg.UDA.PLOTS = True
+    cfg.UDA.CLUSTER = CN()
+    # DBSCAN eps on the Jaccard distance; 0 = chosen at the first epoch by the RHO rule and kept (stored in checkpoints)
+    cfg.UDA.CLUSTER.EPS = 0.0
+    # the eps rule: mean of the smallest RHO fraction of pairwise distances (MMT: 1.6e-3)
+    cfg.UDA.CLUSTER.RHO = 1.6e-3
+    # > 0: use RHO * RHO_REF_N / N for a target of N images, i.e. the same number of smallest distances per
+    # image as MMT's rule at N = RHO_REF_N (MMT tuned 1.6e-3 on ~13k images; the literal rule picks a far
+    # tighter eps on small targets and a looser one on large ones); 0 = RHO as given (MMT)
+    cfg.UDA.CLUSTER.RHO_REF_N = 0
+    # k-reciprocal neighbours k1 and query-expansion k2 of the Jaccard distance (MMT: 30, 6)
+    cfg.UDA.CLUSTER.K1 = 30
+    cfg.UDA.CLUSTER.K2 = 6
+    # DBSCAN min_samples (MMT: 4)
+    cfg.UDA.CLUSTER.MIN_SAMPLES = 4
+    cfg.UDA.PRETRAIN = CN()
+    # source pre-training when MODEL.WEIGHTS is empty: one run per seed (MMT: two), in OUTPUT_DIR/source_pretrain/seed<S>
+    cfg.UDA.PRETRAIN.SEEDS = [1, 2]
+    # its epochs, LR steps and warm-up (the adaptation uses SOLVER.*); MMT: 80, [40, 70]
+    cfg.UDA.PRETRAIN.MAX_EPOCH = 80
+    cfg.UDA.PRETRAIN.STEPS = [40, 70]
+    cfg.UDA.PRETRAIN.WARMUP_ITERS = 0
+    # its checkpoint period in epochs (the adaptation's SOLVER.CHECKPOINT_PERIOD is per epoch: too many here)
+    cfg.UDA.PRETRAIN.CHECKPOINT_PERIOD = 10
+    # further KEY VALUE overrides for pre-training only (e.g. its losses)
+    cfg.UDA.PRETRAIN.OPTS = []
     return cfg
 
 

@@ -135,3 +135,81 @@ def build_test_losses(*names, opts=()):
     cfg = make_cfg(None, ["MODEL.LOSSES.NAME", repr(tuple(names)), "MODEL.LOSSES.TRI.HARD_MINING", "True",
                           *opts])
     return build_losses(cfg)
+
+
+def run_gloo_workers(worker, args, out_dir, world: int = 2, timeout: float = 240, module: str = ""):
+    """Run ``worker(rank, world, init_method, *args, out_dir)`` in ``world`` CPU processes (a gloo group is
+    the worker's to create) and return what each pickled to ``out_dir/rank<r>.pkl`` (a worker reports a
+    failure as ``{"error": traceback}``, asserted absent here).
+
+    A fresh interpreter per process (never fork a parent whose OpenMP / BLAS pools may be running): the fork
+    server imports ``module`` (the test module holding ``worker``) once, clean, and forks the workers from it.
+    """
+    import multiprocessing as mp
+    import pickle
+    import socket
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([module or worker.__module__])
+    env = {"GLOO_SOCKET_IFNAME": "lo"} if os.path.isdir("/sys/class/net/lo") else {}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            init = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        procs = [ctx.Process(target=worker, args=(r, world, init, *args, str(out_dir)), daemon=True)
+                 for r in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=timeout)
+        hung = [p for p in procs if p.is_alive()]
+        for p in hung:
+            p.kill()
+        assert not hung, f"{world} gloo processes did not finish within {timeout:.0f} s"
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    outs = []
+    for r in range(world):
+        with open(Path(out_dir) / f"rank{r}.pkl", "rb") as f:
+            outs.append(pickle.load(f))
+        assert "error" not in outs[r], outs[r].get("error")
+    return outs
+
+
+#: seconds each long test took in a quiet `make test` run (two workers); used only to order the suite
+HEAVY_TESTS = {
+    "tests/uda/test_mmt.py::test_mmt_raises_target_map_above_direct_transfer": 113,
+    "tests/modeling/test_rbnet_e2e.py::test_rbnet_trains_on_synthetic": 59,
+    "tests/modeling/test_hacnn_e2e.py::test_hacnn_trains_and_evaluates_on_synthetic": 56,
+    "tests/modeling/test_apr.py::test_e2e_synthetic_attributes_beat_majority_and_loss_decreases": 55,
+    "tests/modeling/test_rbnet_e2e.py::test_rbnet_on_real_mini_market_with_blazepose_keypoints": 53,
+    "tests/engine/test_train_e2e.py::test_synthetic_train_eval_beats_random_features": 51,
+    "tests/engine/test_interrupted_run.py::test_sigkill_mid_run_then_resume_loses_at_most_one_checkpoint_period": 44,
+    "tests/modeling/test_hacnn_e2e.py::test_hacnn_on_real_mini_market": 44,
+    "tests/engine/test_train_e2e.py::test_real_mini_market_train_eval": 37,
+    "tests/engine/test_train_e2e.py::test_cli_eval_only_and_resume_after_corrupt_checkpoint": 35,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Under `make test` (pytest-xdist, `--dist worksteal`, 2 workers) each worker starts with the first or
+    second half of the collection: the long end-to-end tests are dealt to the two halves by their measured
+    duration (largest first, to the lighter half) and put at the front of their half, so they run first and
+    in parallel, and the short tests fill in (measured: a 113 s test collected last ran alone at the end).
+    Other tests keep their order. Without xdist the order does not matter and is left alone."""
+    if not getattr(config.option, "numprocesses", None):
+        return
+    heavy = sorted((it for it in items if it.nodeid in HEAVY_TESTS), key=lambda it: -HEAVY_TESTS[it.nodeid])
+    if not heavy:
+        return
+    light = [it for it in items if it.nodeid not in HEAVY_TESTS]
+    halves, load = ([], []), [0, 0]
+    for it in heavy:
+        k = 0 if load[0] <= load[1] else 1
+        halves[k].append(it)
+        load[k] += HEAVY_TESTS[it.nodeid]
+    cut = max(0, (len(items) + 1) // 2 - len(halves[0]))  # the first half is exactly what worker 1 receives
+    items[:] = halves[0] + light[:cut] + halves[1] + light[cut:]

@@ -28,6 +28,9 @@ ARCH_CONFIGS = {
     "APR": ("configs/Synthetic/apr_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]),
     "AANet": ("configs/Synthetic/aanet_R18.yml", ["MODEL.AANET.REDUCTION_DIM", "32"]),
     "RBNet": ("configs/Synthetic/rbnet_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]),
+    # four nets; eval = the test net (mean1)
+    "MMT": ("configs/UDA/synthetic_market_to_duke_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
+                                                             "DATASETS.TESTS", '("SyntheticMarket",)']),
 }
 #: every config: CPU, no ImageNet weights, no loader workers, 64 test images per batch, 30 training ids
 COMMON = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "DATALOADER.NUM_WORKERS", "0",

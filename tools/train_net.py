@@ -5,6 +5,7 @@
     python tools/train_net.py --config-file X --eval-only MODEL.WEIGHTS path/to/model_final.pth
     python tools/train_net.py --config-file X --resume          # continue an interrupted run
     python tools/train_net.py --config-file X --num-gpus 4      # one process per GPU (CUDA only)
+    python tools/train_net.py --config-file configs/UDA/synthetic_market_to_duke_R18.yml  # MMT adaptation
 
 Every fastreid-ext component is registered before the config is read, and every fastreid-ext
 config key exists (with its default) before the YAML is merged.
@@ -26,6 +27,7 @@ import fastreid_ext  # noqa: E402
 fastreid_ext.register()  # compat layer + registration, before any fastreid import
 from fastreid.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from fastreid.utils import comm  # noqa: E402
+from fastreid.utils.logger import setup_logger  # noqa: E402
 
 from fastreid_ext.config import get_ext_cfg, merge_checked  # noqa: E402
 from fastreid_ext.data.build import resolve_attribute_fields  # noqa: E402
@@ -33,6 +35,7 @@ from fastreid_ext.engine import ExtTrainer  # noqa: E402
 from fastreid_ext.engine.checkpoint import load_inference_weights  # noqa: E402
 from fastreid_ext.engine.run_lock import OutputDirLock  # noqa: E402
 from fastreid_ext.errors import UserError, debug_requested, run_cli, user_input  # noqa: E402
+from fastreid_ext.uda.trainer import UDATrainer  # noqa: E402
 
 
 def setup(args):
@@ -45,6 +48,9 @@ def setup(args):
         # config.yaml there (ExtTrainer takes the same lock; the same process may take it twice)
         OutputDirLock(cfg.OUTPUT_DIR).acquire()
     default_setup(cfg, args)
+    # fastreid-ext's own log lines (pseudo-label statistics, checkpoint notes) beside FastReID's, same files
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="fastreid_ext",
+                 abbrev_name="ext")
     return cfg
 
 
@@ -64,7 +70,8 @@ def main(args):
         load_inference_weights(model, cfg)
         return ExtTrainer.test(cfg, model)  # test sets: a user_input phase in ExtTrainer.build_test_loader
     with user_input("building the trainer (training set, model, optimizer)"):
-        trainer = ExtTrainer(cfg)
+        # DATASETS.TARGETS set: domain adaptation (MMT) on the same FastReID trainer, plus its hooks
+        trainer = UDATrainer(cfg) if cfg.DATASETS.TARGETS else ExtTrainer(cfg)
     with user_input("loading the weights"):
         trainer.resume_or_load(resume=args.resume)  # --resume: strict; MODEL.WEIGHTS: lenient, one summary line
     return trainer.train()

@@ -502,6 +502,9 @@ class SafeCheckpointer(Checkpointer):
         _strip_prefix_if_present(state, "module.")
         path = getattr(self, "_path", "?")
         mode = getattr(self, "_mode", "finetune")
+        fit = getattr(self.model, "match_checkpoint_shapes", None)
+        if fit is not None:  # parameters sized by the data (MMT's classifiers: one row per cluster of the epoch)
+            fit(state)
         misfit = Misfit.of(self.model, state)
         if misfit and mode == "resume":
             raise CheckpointMismatchError(

@@ -12,6 +12,7 @@ and evaluation in the project's output mode (:meth:`ExtTrainer.test`). The train
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -55,9 +56,16 @@ class ExtTrainer(DefaultTrainer):
 
     def train(self):
         try:
-            return super().train()
+            results = super().train()
         finally:
             self.release_output_dir()
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR and results is not None:
+            # the last evaluation, machine-readable (FastReID's metrics.json can miss the final one)
+            path = os.path.join(self.cfg.OUTPUT_DIR, "final_eval.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(_plain(results), f, indent=1)
+            os.replace(path + ".tmp", path)
+        return results
 
     def build_hooks(self):
         # DefaultTrainer.__init__ made a plain Checkpointer just before calling build_hooks;
@@ -107,6 +115,16 @@ class ExtTrainer(DefaultTrainer):
         (:class:`~fastreid_ext.engine.inference.InferenceOutputs`): the evaluators get the feature and
         the model's extras (attribute probabilities) from one forward pass."""
         return super().test(cfg, InferenceOutputs(model))
+
+
+def _plain(obj):
+    """JSON-ready copy of FastReID's (nested) results dict."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    try:
+        return float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
 
 
 def load_model(config_file: str, opts=(), eval_mode: bool = True):

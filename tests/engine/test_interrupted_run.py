@@ -40,10 +40,7 @@ def _run(args, cwd):
 
 
 def test_sigkill_mid_run_then_resume_loses_at_most_one_checkpoint_period(synthetic_root, tmp_path):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    r = _run(_opts(synthetic_root, full, 4), tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    reference = _final_metrics(full)
+    killed = tmp_path / "killed"
 
     # the same run, killed with SIGKILL in the middle of its third epoch
     proc = subprocess.Popen(TRAIN_NET + _opts(synthetic_root, killed, 4), cwd=tmp_path,
@@ -75,12 +72,12 @@ def test_sigkill_mid_run_then_resume_loses_at_most_one_checkpoint_period(synthet
     assert "epoch/iter: 0/" not in log, "did not start over"
     assert not (killed / ".run.lock").exists(), "the lock is released at the end"
     resumed = _final_metrics(killed)
-    # within noise of the uninterrupted run (the data order after --resume is drawn anew). Noise measured
-    # with this exact setting, uninterrupted, SEED 0-3: Rank-1 18.6 / 15.9 / 13.3 / 13.3, mAP 13.1 / 10.6 /
-    # 11.3 / 10.8 (ranges 5.3 and 2.5 points; chance on this test set is ~3 / ~4); allowed: twice the range
-    print("interrupted-run metrics: uninterrupted", reference, "resumed", resumed)
-    assert abs(resumed["Rank-1"] - reference["Rank-1"]) < 10.6 and abs(resumed["mAP"] - reference["mAP"]) < 5.0, \
-        (reference, resumed)
+    # within the noise of uninterrupted runs (the data order after --resume is drawn anew). Measured with
+    # this exact setting, uninterrupted, SEED 0-3: Rank-1 18.6 / 15.9 / 13.3 / 13.3, mAP 13.1 / 10.6 / 11.3 /
+    # 10.8 (ranges 5.3 and 2.5 points; chance on this test set is ~3 / ~4). Allowed: that band widened by its
+    # range on each side (the test used to train its own uninterrupted reference run: 35 s more per suite)
+    print("interrupted-run metrics: resumed", resumed)
+    assert 13.3 - 5.3 <= resumed["Rank-1"] <= 18.6 + 5.3 and 10.6 - 2.5 <= resumed["mAP"] <= 13.1 + 2.5, resumed
 
 
 def test_second_run_in_the_same_output_dir_is_refused(synthetic_root, tmp_path):

@@ -39,7 +39,7 @@ def test_cli_eval_only_and_resume_after_corrupt_checkpoint(synthetic_root, tmp_p
         return ["DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path),
                 "SOLVER.MAX_EPOCH", str(max_epoch), "SOLVER.CHECKPOINT_PERIOD", "1",
                 "TEST.EVAL_PERIOD", str(max_epoch), "DATALOADER.NUM_WORKERS", "0",
-                "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]", "INPUT.PADDING.SIZE", "2"]
+                "INPUT.SIZE_TRAIN", "[32, 16]", "INPUT.SIZE_TEST", "[32, 16]", "INPUT.PADDING.SIZE", "2"]
 
     run = lambda args: subprocess.run(base + args, capture_output=True, text=True, cwd=tmp_path)  # noqa: E731
     r = run(opts(2))

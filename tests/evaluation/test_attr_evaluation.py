@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_gloo_workers
 from fastreid_ext.data.attributes import AttributeSchema
 from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
 from fastreid_ext.evaluation.attr_evaluation import (AttrReidEvaluator, grouped_predictions,
@@ -400,49 +401,12 @@ def _dist_worker(rank, world, init_method, data, out_dir):
         pickle.dump(out, f)
 
 
-def _free_port():
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_multiprocess_evaluation_gathers_attributes_to_rank0(tmp_path):
     """2 CPU processes (gloo), each evaluating half of the set: rank 0 reports exactly the
     single-process results (re-id, attribute metrics and the filter), rank 1 returns {}."""
-    import multiprocessing as mp
-    import pickle
-
     data = _synthetic_eval_set()
     single = _evaluate_rows(data, 0, len(data["pids"]))
-    # a fresh interpreter per process (never fork a parent whose OpenMP / BLAS pools may be running):
-    # the fork server imports this module once, clean, and forks both workers from it
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    env = {"GLOO_SOCKET_IFNAME": "lo"} if os.path.isdir("/sys/class/net/lo") else {}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        init = f"tcp://127.0.0.1:{_free_port()}"
-        procs = [ctx.Process(target=_dist_worker, args=(r, 2, init, data, str(tmp_path)), daemon=True)
-                 for r in range(2)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=120)
-        hung = [p for p in procs if p.is_alive()]
-        for p in hung:
-            p.kill()
-        assert not hung, "distributed evaluation did not finish within 120 s"
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    outs = []
-    for r in range(2):
-        with open(tmp_path / f"rank{r}.pkl", "rb") as f:
-            outs.append(pickle.load(f))
-        assert "error" not in outs[r], outs[r].get("error")
+    outs = run_gloo_workers(_dist_worker, (data,), tmp_path, timeout=120)
     assert outs[1]["results"] == {}
     got = outs[0]["results"]
     timing = {k for k in single if k.startswith("filter-speedup")}

@@ -2,6 +2,7 @@
 from .aanet import AANet
 from .apr import APR
 from .hacnn import HACNNReID
+from .mmt import MMT
 from .rbnet import RBNet
 
-__all__ = ["AANet", "APR", "HACNNReID", "RBNet"]
+__all__ = ["AANet", "APR", "HACNNReID", "MMT", "RBNet"]
