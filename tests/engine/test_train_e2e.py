@@ -13,17 +13,18 @@ from conftest import REPO, make_cfg, random_feature_metrics, logged_losses, trai
 def test_synthetic_train_eval_beats_random_features(synthetic_root, tmp_path):
     cfg = make_cfg("configs/Synthetic/bagtricks_R18.yml", [
         "DATASETS.ROOT", str(synthetic_root), "OUTPUT_DIR", str(tmp_path),
-        "SOLVER.MAX_EPOCH", "8", "SOLVER.STEPS", "[6]", "SOLVER.WARMUP_ITERS", "10",
-        "SOLVER.CHECKPOINT_PERIOD", "4", "TEST.EVAL_PERIOD", "8", "SOLVER.LOG_PERIOD", "5",
+        "SOLVER.MAX_EPOCH", "6", "SOLVER.STEPS", "[5]", "SOLVER.WARMUP_ITERS", "10",
+        "SOLVER.CHECKPOINT_PERIOD", "6", "TEST.EVAL_PERIOD", "6", "SOLVER.LOG_PERIOD", "5",
         "DATALOADER.NUM_WORKERS", "0", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
         "INPUT.PADDING.SIZE", "2"])  # 64x32: a quarter of the demo's pixels, the same pipeline
     trainer, results = train(cfg, seed=0)
     print("bagtricks e2e", results["Rank-1"], results["mAP"])
     rand_r1, rand_map = random_feature_metrics(cfg)
-    assert trainer.max_iter >= 40
+    print("random features", rand_r1, rand_map)
+    assert trainer.max_iter >= 30
     losses = logged_losses(tmp_path)
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
-    # 48 iterations from scratch on 30 identities: well above chance, far from converged
+    # 36 iterations from scratch on 30 identities: well above chance, far from converged
     assert results["Rank-1"] > max(3 * rand_r1, rand_r1 + 8), (results, rand_r1)
     assert results["mAP"] > rand_map + 5, (results, rand_map)
     assert (tmp_path / "model_final.pth").is_file()
