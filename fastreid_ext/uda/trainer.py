@@ -40,7 +40,7 @@ from .hooks import MeanTeacherHook, PseudoLabelHook, unwrap, wrap_ddp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UDATrainer", "pretrain_sources", "source_weights"]
+__all__ = ["UDATrainer", "pretrain_sources"]
 
 
 class _FinalCheckpointer(hooks.PeriodicCheckpointer):
@@ -105,14 +105,6 @@ def pretrain_sources(cfg, resume: bool = True) -> list:
     return paths
 
 
-def source_weights(cfg, resume: bool = True) -> tuple:
-    """``(weights of net 1, weights of net 2)``: MODEL.WEIGHTS / MODEL.MMT.WEIGHTS2, or source pre-training."""
-    if cfg.MODEL.WEIGHTS:
-        return cfg.MODEL.WEIGHTS, cfg.MODEL.MMT.WEIGHTS2 or cfg.MODEL.WEIGHTS
-    paths = pretrain_sources(cfg, resume)
-    return paths[0], paths[-1]
-
-
 class UDATrainer(ExtTrainer):
     """MMT adaptation on FastReID's trainer (module docstring)."""
 
@@ -163,15 +155,34 @@ class UDATrainer(ExtTrainer):
         return [label_hook, MeanTeacherHook(), *out, _SaveTestNet(self.cfg)]
 
     def resume_or_load(self, resume=True):
-        """``--resume`` with a checkpoint: everything from it. Otherwise both nets from the source
-        weights (pre-training them first when MODEL.WEIGHTS is empty) and the mean nets as their copies."""
+        """``--resume`` with a checkpoint: everything from it. Otherwise both nets from the source weights
+        (MODEL.WEIGHTS / MODEL.MMT.WEIGHTS2) and the mean nets as their copies; with no MODEL.WEIGHTS, source
+        pre-training is left to :meth:`train` (a training run, not a step of reading user input)."""
         model = unwrap(self.model)
+        self._pretrain = None
         if resume and self.checkpointer.has_checkpoint():
             super().resume_or_load(resume=True)
             if comm.get_world_size() > 1:
                 self._trainer.model = wrap_ddp(model)
             return
-        w1, w2 = source_weights(self.cfg, resume)
+        if not self.cfg.MODEL.WEIGHTS:
+            self._pretrain = {"resume": resume}
+            return
+        self._load_source(self.cfg.MODEL.WEIGHTS, self.cfg.MODEL.MMT.WEIGHTS2 or self.cfg.MODEL.WEIGHTS)
+
+    def train(self):
+        if getattr(self, "_pretrain", None) is not None:
+            try:
+                paths = pretrain_sources(self.cfg, self._pretrain["resume"])
+                self._load_source(paths[0], paths[-1])
+            except BaseException:
+                self.release_output_dir()
+                raise
+            self._pretrain = None
+        return super().train()
+
+    def _load_source(self, w1: str, w2: str) -> None:
+        model = unwrap(self.model)
         for net, path in (("net1", w1), ("net2", w2)):
             with user_input(f"loading the source weights of {net}"):
                 SafeCheckpointer(getattr(model, net)).resume_or_load(path, resume=False)

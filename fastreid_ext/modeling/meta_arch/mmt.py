@@ -150,10 +150,7 @@ class MMT(nn.Module):
         if m.NET == "MMT":
             raise ValueError("MODEL.MMT.NET is the meta-architecture of the four nets (Baseline, RBNet), not MMT")
         ncfg = net_config(cfg)
-        device = cfg.MODEL.DEVICE
-        nets = {}
-        for name in NETS:
-            nets[name] = build_model(ncfg).to(device)  # build_model moves to MODEL.DEVICE already
+        nets = {name: build_model(ncfg) for name in NETS}  # each on MODEL.DEVICE (FastReID's build_model)
         names = list(cfg.MODEL.LOSSES.NAME)
         losses = build_losses(cfg, [n for n in names if n != "KeypointMSELoss"])
         if not any(set(_TEACHER_INPUTS) & set(fn.inputs) for fn in losses.values()):
