@@ -89,10 +89,6 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    @property
-    def num_classes(self) -> int:
-        return self.dataset.num_classes
-
     def __getitem__(self, index):
         a = self.dataset[index]
         b = self.dataset[index]
@@ -140,7 +136,6 @@ class PseudoLabelLoader:
                 train_set=source_set, sampler=samplers.TrainingSampler(len(source_set)),
                 total_batch_size=cfg.MODEL.MMT.SOURCE_IMS_PER_BATCH * comm.get_world_size(),
                 num_workers=cfg.DATALOADER.NUM_WORKERS))
-        self.labels: Optional[np.ndarray] = None
 
     def set_labels(self, labels: np.ndarray) -> None:
         """Train on ``labels`` (one per target image, 0..C-1, -1 = outlier) from now on."""
@@ -164,7 +159,6 @@ class PseudoLabelLoader:
         loader = build_reid_train_loader(train_set=ds, sampler=sampler, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
         self._inner = iter(loader)
-        self.labels = labels
 
     def __iter__(self):
         return self
