@@ -76,6 +76,45 @@ def make_cfg(config_file=None, opts=()):
     return cfg
 
 
+#: a small synthetic config for every project meta-architecture: name -> (config file, extra opts); the
+#: inference-contract and export tests build each model from it. A new meta-architecture must join
+#: (tests/test_inference_contract.py::test_every_project_meta_arch_has_a_config fails otherwise).
+ARCH_CONFIGS = {
+    # HA-CNN accepts exactly 160x64: narrower blocks instead (4x faster on CPU)
+    "HACNNReID": ("configs/Synthetic/hacnn.yml",
+                  ["MODEL.HACNN.CHANNELS", "[32, 64, 96]", "MODEL.HACNN.FEAT_DIM", "128"]),
+    "APR": ("configs/Synthetic/apr_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]),
+    "AANet": ("configs/Synthetic/aanet_R18.yml", ["MODEL.AANET.REDUCTION_DIM", "32"]),
+    "RBNet": ("configs/Synthetic/rbnet_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]),
+    # four nets; eval = the test net (mean1)
+    "MMT": ("configs/UDA/synthetic_market_to_duke_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
+                                                             "DATASETS.TESTS", '("SyntheticMarket",)']),
+}
+#: every config: CPU, no ImageNet weights, no loader workers, 64 test images per batch, 30 training ids
+COMMON = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "DATALOADER.NUM_WORKERS", "0",
+          "TEST.IMS_PER_BATCH", "64", "MODEL.HEADS.NUM_CLASSES", "30"]
+
+
+def project_meta_archs():
+    """Names in FastReID's META_ARCH_REGISTRY whose class comes from fastreid_ext."""
+    from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
+
+    return sorted(name for name, cls in META_ARCH_REGISTRY._obj_map.items()
+                  if getattr(cls, "__module__", "").startswith("fastreid_ext"))
+
+
+def perturb_bn_statistics(model, seed=1):
+    """Non-trivial BN running statistics, so that eval features depend on the saved buffers too."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_((torch.rand(m.running_mean.shape, generator=g) - 0.5) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
 def random_feature_metrics(cfg, seeds=5):
     """Rank-1 / mAP of random features on the configured test set (the chance baseline)."""
     import numpy as np

@@ -11,40 +11,15 @@ import types
 
 import pytest
 import torch
-from torch import nn
 
-from conftest import make_cfg
+from conftest import ARCH_CONFIGS, COMMON, make_cfg, perturb_bn_statistics, project_meta_archs
 
 import fastreid_ext
 
 fastreid_ext.register()  # every project meta-architecture is in FastReID's registry from here on
 
-#: a small synthetic config for every project meta-architecture: name -> (config file, extra opts).
-#: A new meta-architecture must join (test_every_project_meta_arch_has_a_config fails otherwise).
-ARCH_CONFIGS = {
-    # HA-CNN accepts exactly 160x64: narrower blocks instead (4x faster on CPU)
-    "HACNNReID": ("configs/Synthetic/hacnn.yml",
-                  ["MODEL.HACNN.CHANNELS", "[32, 64, 96]", "MODEL.HACNN.FEAT_DIM", "128"]),
-    "APR": ("configs/Synthetic/apr_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]),
-    "AANet": ("configs/Synthetic/aanet_R18.yml", ["MODEL.AANET.REDUCTION_DIM", "32"]),
-    "RBNet": ("configs/Synthetic/rbnet_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]),
-    # four nets; eval = the test net (mean1)
-    "MMT": ("configs/UDA/synthetic_market_to_duke_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
-                                                             "DATASETS.TESTS", '("SyntheticMarket",)']),
-}
-#: every config: CPU, no ImageNet weights, no loader workers, 64 test images per batch, 30 training ids
-COMMON = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "DATALOADER.NUM_WORKERS", "0",
-          "TEST.IMS_PER_BATCH", "64", "MODEL.HEADS.NUM_CLASSES", "30"]
 #: images per batch for the single-batch checks
 B = 16
-
-
-def project_meta_archs():
-    """Names in FastReID's META_ARCH_REGISTRY whose class comes from fastreid_ext."""
-    from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
-
-    return sorted(name for name, cls in META_ARCH_REGISTRY._obj_map.items()
-                  if getattr(cls, "__module__", "").startswith("fastreid_ext"))
 
 
 PROJECT_ARCHS = project_meta_archs()
@@ -57,20 +32,10 @@ def test_every_project_meta_arch_has_a_config():
     assert PROJECT_ARCHS, "no fastreid_ext meta-architecture found in FastReID's META_ARCH_REGISTRY"
     missing = sorted(set(PROJECT_ARCHS) - set(ARCH_CONFIGS))
     assert not missing, (f"meta-architecture(s) {missing} registered by fastreid_ext have no entry in "
-                         "ARCH_CONFIGS of tests/test_inference_contract.py: add a small synthetic config so "
+                         "ARCH_CONFIGS of tests/conftest.py: add a small synthetic config so "
                          "that they are checked against FastReID's inference contract (issue 15)")
     stale = sorted(set(ARCH_CONFIGS) - set(PROJECT_ARCHS))
     assert not stale, f"ARCH_CONFIGS lists {stale}, which fastreid_ext no longer registers"
-
-
-def _perturb_bn_statistics(model, seed=1):
-    """Non-trivial BN running statistics, so that eval features depend on the saved buffers too."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.copy_((torch.rand(m.running_mean.shape, generator=g) - 0.5) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def _first(batch, n=B):
@@ -84,7 +49,7 @@ def _seeded_model_and_weights(cfg, save_dir):
 
     torch.manual_seed(0)
     model = build_model(cfg)
-    _perturb_bn_statistics(model)
+    perturb_bn_statistics(model)
     model.eval()
     Checkpointer(model, save_dir=str(save_dir)).save("m")
     cfg = cfg.clone()

@@ -3,6 +3,7 @@
 
     python tools/train_net.py --config-file configs/Synthetic/bagtricks_R18.yml
     python tools/train_net.py --config-file X --eval-only MODEL.WEIGHTS path/to/model_final.pth
+    python tools/train_net.py --config-file X --eval-only MODEL.WEIGHTS deploy/model.onnx  # tools/export.py's file
     python tools/train_net.py --config-file X --resume          # continue an interrupted run
     python tools/train_net.py --config-file X --num-gpus 4      # one process per GPU (CUDA only)
     python tools/train_net.py --config-file configs/UDA/synthetic_market_to_duke_R18.yml  # MMT adaptation
@@ -17,6 +18,7 @@ exceptions count is the rule of :mod:`fastreid_ext.errors`; the phases it names 
 with ``user_input``. Anything else is a bug and raises with its traceback.
 """
 
+import logging
 import os
 import sys
 
@@ -35,7 +37,10 @@ from fastreid_ext.engine import ExtTrainer  # noqa: E402
 from fastreid_ext.engine.checkpoint import load_inference_weights  # noqa: E402
 from fastreid_ext.engine.run_lock import OutputDirLock  # noqa: E402
 from fastreid_ext.errors import UserError, debug_requested, run_cli, user_input  # noqa: E402
+from fastreid_ext.export.runtime import is_exported_file, load_exported  # noqa: E402
 from fastreid_ext.uda.trainer import UDATrainer  # noqa: E402
+
+logger = logging.getLogger("fastreid_ext.train_net")
 
 
 def setup(args):
@@ -63,6 +68,12 @@ def main(args):
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False
         cfg.freeze()
+        if is_exported_file(cfg.MODEL.WEIGHTS):  # tools/export.py's .onnx / .torchscript: the deployed artefact
+            with user_input(f"loading the exported model {cfg.MODEL.WEIGHTS}"):
+                cfg = resolve_attribute_fields(cfg)
+                model = load_exported(cfg.MODEL.WEIGHTS, cfg)
+            logger.info("evaluating %s through %s", cfg.MODEL.WEIGHTS, model.runtime_name)
+            return ExtTrainer.test(cfg, model)
         with user_input("building the model"):
             cfg = resolve_attribute_fields(cfg)  # values derived from the data (the trainer does it when training)
             model = ExtTrainer.build_model(cfg)

@@ -91,6 +91,9 @@ def test_second_run_in_the_same_output_dir_is_refused(synthetic_root, tmp_path):
         while not (out / LOCK_NAME).exists():
             assert first.poll() is None and time.time() < deadline, "the first run did not start"
             time.sleep(0.2)
+        # paused, not ended: a live run that holds the lock, without taking the cores from the refused
+        # runs and from the other tests (it used to train on for the whole test, ~15 CPU-seconds)
+        os.kill(first.pid, signal.SIGSTOP)
         r = _run(_opts(synthetic_root, out, 50), tmp_path)
         assert r.returncode == 2, r.stderr[-3000:]
         err = r.stderr.strip().splitlines()[-1]

@@ -298,7 +298,7 @@ class AFN(nn.Module):
         self.classifiers = nn.ModuleList([nn.Linear(dim, int(k)) for _, k, _ in heads])
 
     def region_maps(self, a: torch.Tensor) -> List[Tuple[int, int]]:
-        h = a.size(2)
+        h = int(a.size(2))  # a Python int also under torch.jit.trace (the rows depend on the input size only)
         if h < 3:
             raise ValueError(f"AFN needs a feature map of at least 3 rows (top/middle/bottom), got {h}")
         return [region_rows(r, h) for r in self.regions]
@@ -313,17 +313,21 @@ class AFN(nn.Module):
     @torch.no_grad()
     def attention_map(self, a, logits, rows=None) -> torch.Tensor:
         """CAM of each head's predicted class on its region rows (relu, scaled to [0, 1] per
-        image, zero outside the region), merged by :func:`merge_and_threshold`."""
-        a = a.detach()
+        image, zero outside the region), merged by :func:`merge_and_threshold`. Computed in float32
+        and returned in ``a``'s dtype: in float16 (``--half`` export, AMP) the 1e-12 floor of the
+        scaling rounds to 0 and an all-zero CAM became 0/0 = NaN in the global feature (found by the
+        export parity check)."""
+        dtype = a.dtype
+        a = a.detach().float()
         rows = rows if rows is not None else self.region_maps(a)
         b, _, h, w = a.shape
         cams = a.new_zeros(b, len(self.classifiers), h, w)
         for i, (clf, lg, (r0, r1)) in enumerate(zip(self.classifiers, logits, rows)):
-            weight = clf.weight[lg.detach().argmax(dim=1)]  # (B, V): the predicted class's weights
+            weight = clf.weight[lg.detach().argmax(dim=1)].float()  # (B, V): the predicted class's weights
             cam = torch.einsum("bv,bvhw->bhw", weight, a[:, :, r0:r1]).clamp(min=0)
             cam = cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
             cams[:, i, r0:r1] = cam
-        return merge_and_threshold(cams)
+        return merge_and_threshold(cams).to(dtype)
 
 
 # --------------------------------------------------------------------------- #
