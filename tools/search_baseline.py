@@ -46,6 +46,7 @@ def main(a):
     from fastreid_ext.data.search.proposals import compute_proposals
     from fastreid_ext.engine import load_model
     from fastreid_ext.evaluation.search_baseline import run_search_baseline
+    from fastreid_ext.evaluation.search_evaluation import evaluate_search
 
     with user_input("reading the scenes"):
         s = read_prw(a.scenes) if a.dataset == "prw" else read_cuhk_sysu(a.scenes, a.gallery_size)
@@ -55,19 +56,11 @@ def main(a):
     rows = {"proposals + re-id": run_search_baseline(model, cfg, s, props, a.multi_camera),
             "annotated boxes + re-id": run_search_baseline(model, cfg, s, None, a.multi_camera)}
 
-    class Random:  # chance: a seeded random feature per box
-        def __init__(self):
-            self.rng = np.random.default_rng(0)
-
-        def eval(self):
-            return self
-
-        def __call__(self, batch):
-            import torch
-
-            return torch.from_numpy(self.rng.standard_normal((len(batch["images"]), 64)).astype(np.float32))
-
-    rows["proposals + random features"] = run_search_baseline(Random(), cfg, s, props, a.multi_camera)
+    # chance: a seeded random feature per proposal and per query (no crops needed)
+    rng = np.random.default_rng(0)
+    chance = {n: (props[n], rng.standard_normal((len(props[n]), 64))) for n in s.test}
+    rows["proposals + random features"] = evaluate_search(s, chance, list(rng.standard_normal((len(s.queries), 64))),
+                                                          multi_camera=a.multi_camera)
     print(f"\n{'method':<30} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>7}  queries")
     for k, r in rows.items():
         print(f"{k:<30} {r['mAP']:6.1f} {r['top-1']:6.1f} {r['top-5']:6.1f} {r['top-10']:7.1f}  {r['queries']}")

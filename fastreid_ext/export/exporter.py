@@ -58,11 +58,12 @@ from torch import nn
 
 from ..engine.inference import inference_outputs
 from ..errors import UserError
+from .runtime import META_KEY, load_exported
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["OPSET", "MIN_OPSET", "FORMATS", "SUFFIXES", "TOLERANCES", "METRIC_TOLERANCE", "DEFAULT_OUTPUTS",
-           "ExportFailure", "ExportModule", "ExportReport", "Tolerance", "available_outputs", "check_opset", "output_names",
+           "ExportFailure", "ExportModule", "ExportReport", "ParityFailure", "Tolerance", "available_outputs", "check_opset", "output_names",
            "compare_features", "export_model", "metadata"]
 
 #: the ONNX opset every export uses unless ``--opset`` says otherwise: the one place it is pinned
@@ -76,8 +77,6 @@ FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 #: the extras exported by default when the model's ``inference`` gives them
 DEFAULT_OUTPUTS = ("features", "attributes")
-#: key of the JSON metadata (ONNX ``metadata_props``; TorchScript extra file ``<key>.json``)
-META_KEY = "fastreid_ext"
 #: example batch of a dynamic-batch export (torch.export specialises sizes 0 and 1)
 _EXAMPLE_BATCH = 2
 
@@ -104,7 +103,12 @@ METRIC_TOLERANCE = {"float32": 0.1, "float16": 1.0}
 class ExportFailure(UserError):
     """The model (or an option) cannot be exported or the exported file disagrees with PyTorch: the
     message names the operator / module / output and what to do. ``tools/export.py`` prints it in one
-    line and exits with status 2."""
+    line and exits with status 2 (1 for a :class:`ParityFailure`)."""
+
+
+class ParityFailure(ExportFailure):
+    """The exported file was written but disagrees with PyTorch beyond the tolerance (kept as
+    ``<name>.unverified.<ext>`` with its report)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,22 +128,20 @@ def available_outputs(model: nn.Module, images: torch.Tensor) -> Dict[str, int]:
     return avail
 
 
-def resolve_outputs(model: nn.Module, images: torch.Tensor, requested: Optional[Sequence[str]] = None) -> List[str]:
-    """The output groups to export: ``requested`` (all must exist), or :data:`DEFAULT_OUTPUTS` that the
-    model gives. ``features`` is always first."""
+def output_names(model: nn.Module, images: torch.Tensor, requested: Optional[Sequence[str]] = None
+                 ) -> List[Tuple[str, str, Optional[int]]]:
+    """Flat output names of the groups to export, ``(name, group, index)``, e.g. ``("attributes_0",
+    "attributes", 0)``, from one eval forward on ``images``. Groups: ``requested`` (all must exist; ``features``
+    always first), or :data:`DEFAULT_OUTPUTS` that the model gives."""
     avail = available_outputs(model, images)
     if requested is None:
-        return [n for n in DEFAULT_OUTPUTS if n in avail]
-    missing = [n for n in requested if n not in avail]
-    if missing:
-        raise ExportFailure(f"{type(model).__name__} has no output {missing}: its eval outputs are {sorted(avail)} "
-                            "(the tensors of its inference() dict); pick --outputs among them")
-    return ["features"] + [n for n in requested if n != "features"]
-
-
-def output_names(model: nn.Module, images: torch.Tensor, groups: Sequence[str]) -> List[Tuple[str, str, Optional[int]]]:
-    """Flat ONNX output names: ``(name, group, index)``, e.g. ``("attributes_0", "attributes", 0)``."""
-    avail = available_outputs(model, images)
+        groups = [n for n in DEFAULT_OUTPUTS if n in avail]
+    else:
+        missing = [n for n in requested if n not in avail]
+        if missing:
+            raise ExportFailure(f"{type(model).__name__} has no output {missing}: its eval outputs are {sorted(avail)} "
+                                "(the tensors of its inference() dict); pick --outputs among them")
+        groups = ["features"] + [n for n in requested if n != "features"]
     names = []
     for g in groups:
         if avail[g] == 0:
@@ -220,6 +222,8 @@ class ExportReport:
     export_seconds: float = 0.0
     versions: dict = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    #: tools/export.py --check-metrics: PyTorch vs exported test-set metrics
+    metrics: Optional[dict] = None
 
     def table(self) -> str:
         """One row per check batch and output group (a group of several tensors, e.g. one attribute
@@ -328,7 +332,7 @@ def _modules_using(ep, op_name: str) -> List[str]:
     return found[:3]
 
 
-def explain_export_error(exc: BaseException, model: nn.Module, *, dynamic_batch: bool, ep=None) -> ExportFailure:
+def explain_export_error(exc: BaseException, model: nn.Module, ep=None) -> ExportFailure:
     """An :class:`ExportFailure` that says which operator / code / module could not be exported and what
     to do, from an exception raised by ``torch.export`` or the ONNX translation."""
     name = type(model).__name__
@@ -374,8 +378,6 @@ def check_opset(opset: int) -> None:
 def export_onnx(module: ExportModule, example: torch.Tensor, path: str, names: Sequence[str], *,
                 dynamic_batch: bool, opset: int = OPSET, meta: Optional[dict] = None) -> None:
     """``module`` -> ONNX file ``path`` (input ``images``, outputs ``names``, metadata ``meta``)."""
-    import onnx
-
     check_opset(opset)
     dyn = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     ep = None
@@ -386,18 +388,12 @@ def export_onnx(module: ExportModule, example: torch.Tensor, path: str, names: S
             prog = torch.onnx.export(ep, dynamo=True, opset_version=opset, input_names=["images"],
                                      output_names=list(names), verbose=False)
     except Exception as e:  # noqa: BLE001 - every exporter failure becomes one explained message
-        raise explain_export_error(e, module.model, dynamic_batch=dynamic_batch, ep=ep) from e
-    prog.save(path)
-    model_proto = onnx.load(path)
+        raise explain_export_error(e, module.model, ep=ep) from e
     if dynamic_batch:  # torch.export names the symbol (s0, s34, ...): call it "batch" everywhere
-        first = model_proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
-        for v in list(model_proto.graph.input) + list(model_proto.graph.output) + list(model_proto.graph.value_info):
-            for d in v.type.tensor_type.shape.dim:
-                if first and d.dim_param == first:
-                    d.dim_param = "batch"
+        prog.rename_axes({prog.model.graph.inputs[0].shape[0]: "batch"})
     if meta is not None:
-        onnx.helper.set_model_props(model_proto, {META_KEY: json.dumps(meta)})
-    onnx.save(model_proto, path)
+        prog.model.metadata_props[META_KEY] = json.dumps(meta)
+    prog.save(path)  # one write (external data for graphs over 2 GB)
 
 
 def export_torchscript(module: ExportModule, example: torch.Tensor, path: str, *, meta: Optional[dict] = None) -> List[str]:
@@ -417,7 +413,7 @@ def export_torchscript(module: ExportModule, example: torch.Tensor, path: str, *
             raise ExportFailure(f"{type(module.model).__name__}: --half TorchScript on {example.device.type}: "
                                 f"PyTorch has no float16 kernel here ({_first_line(str(e))}); export --half "
                                 "on CUDA (MODEL.DEVICE cuda) or use --format onnx") from e
-        raise explain_export_error(e, module.model, dynamic_batch=False) from e
+        raise explain_export_error(e, module.model) from e
     extra = {f"{META_KEY}.json": json.dumps(meta or {})}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*deprecated")
@@ -466,8 +462,6 @@ def export_model(cfg, model: nn.Module, fmt: str, output_dir: str, check_images:
     Raises :class:`ExportFailure` when the model cannot be exported or the check fails (the report
     beside the ``.unverified`` file says by how much). Returns the :class:`ExportReport` (also saved as
     ``<file>.json``)."""
-    from .runtime import load_exported
-
     if fmt not in FORMATS:
         raise ExportFailure(f"unknown export format {fmt!r}: choose one of {list(FORMATS)}")
     if not dynamic_batch and int(batch_size) < 1:
@@ -482,8 +476,8 @@ def export_model(cfg, model: nn.Module, fmt: str, output_dir: str, check_images:
     device = torch.device(cfg.MODEL.DEVICE)
     model = model.eval()
     check_images = check_images.float()
-    groups = resolve_outputs(model, check_images[:2].to(device), outputs)
-    names = output_names(model, check_images[:2].to(device), groups)
+    names = output_names(model, check_images[:2].to(device), outputs)
+    groups = list(dict.fromkeys(g for _, g, _ in names))
     os.makedirs(output_dir, exist_ok=True)
     final = os.path.join(output_dir, name + SUFFIXES[fmt])
     stem, suffix = os.path.splitext(final)
@@ -537,7 +531,7 @@ def export_model(cfg, model: nn.Module, fmt: str, output_dir: str, check_images:
         report.path = unverified
         report.save(unverified + ".json")
         bad = [c for c in report.checks if not c["ok"]][0]
-        raise ExportFailure(
+        raise ParityFailure(
             f"{type(model).__name__}: the exported {fmt} file disagrees with PyTorch on output {bad['output']} at "
             f"batch {bad['batch']}: max |diff| {bad['max_abs']:.3e} ({bad['rel_max_abs']:.2e} of the largest value; "
             f"tolerance {tol.rel_max_abs:g}), lowest cosine {bad['min_cosine']:.6f} (tolerance {tol.min_cosine:g}). "

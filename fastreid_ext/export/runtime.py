@@ -33,11 +33,12 @@ from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeployedModel", "OnnxRuntimeModel", "TorchScriptModel", "is_exported_file", "load_exported",
-           "read_metadata"]
+__all__ = ["META_KEY", "DeployedModel", "OnnxRuntimeModel", "TorchScriptModel", "is_exported_file", "load_exported"]
 
 _ONNX = (".onnx",)
 _TORCHSCRIPT = (".torchscript", ".ts")
+#: key of the JSON metadata an exported file carries (ONNX ``metadata_props``; TorchScript extra file
+#: ``<key>.json``), written by :mod:`.exporter`
 META_KEY = "fastreid_ext"
 
 
@@ -206,11 +207,6 @@ class TorchScriptModel(DeployedModel):
             out = self.module(images.to(self.device))
         out = list(out) if isinstance(out, (tuple, list)) else [out]
         return [o.float().cpu() for o in out]
-
-
-def read_metadata(path: str) -> dict:
-    """The JSON metadata of an exported file (``{}`` when it has none)."""
-    return load_exported(path).meta
 
 
 def load_exported(path: str, cfg=None, device: Optional[str] = None) -> DeployedModel:

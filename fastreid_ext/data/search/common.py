@@ -3,11 +3,24 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
 
-__all__ = ["box_iou", "prw_camera"]
+__all__ = ["box_iou", "load_mat", "prw_camera"]
+
+
+def load_mat(path: str, dataset: str) -> dict:
+    """``scipy.io.loadmat(path)``; a missing or unreadable file is an error naming ``dataset`` and the file."""
+    import scipy.io
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{dataset}: {path} not found")
+    try:
+        return scipy.io.loadmat(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure: the file is not a MAT file
+        raise ValueError(f"{dataset}: {path} is not a readable MATLAB file ({type(e).__name__}: {e})") from e
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .common import load_mat
 from .prw import UNLABELLED, SceneFrame, SearchQuery, SearchSet
 
 __all__ = ["GALLERY_SIZES", "read_cuhk_sysu", "write_cuhk_sysu"]
@@ -40,14 +41,7 @@ GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 
 
 def _loadmat(path: str) -> dict:
-    import scipy.io
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CUHK-SYSU: {path} not found")
-    try:
-        return scipy.io.loadmat(path)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"CUHK-SYSU: {path} is not a readable MATLAB file ({type(e).__name__}: {e})") from e
+    return load_mat(path, "CUHK-SYSU")
 
 
 def _var(mat: dict, key: str, path: str):

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .common import box_iou, prw_camera
+from .common import box_iou, load_mat, prw_camera
 
 __all__ = ["UNLABELLED", "SceneFrame", "SearchQuery", "SearchSet", "read_prw", "write_prw_annotation"]
 
@@ -70,14 +70,7 @@ class SearchSet:
 
 
 def _loadmat(path: str) -> dict:
-    import scipy.io
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"PRW: {path} not found")
-    try:
-        return scipy.io.loadmat(path)
-    except Exception as e:  # noqa: BLE001 - any parse failure: the file is not a MAT file
-        raise ValueError(f"PRW: {path} is not a readable MATLAB file ({type(e).__name__}: {e})") from e
+    return load_mat(path, "PRW")
 
 
 def _names(mat: dict, key: str, path: str) -> List[str]:

@@ -36,7 +36,8 @@ import scipy.io
 from PIL import Image
 
 from ..search.prw import UNLABELLED, write_prw_annotation
-from .render import DEFAULT_DIFFICULTY, DEFAULT_NUM_CAMS, make_camera, render_image, sample_appearance, seed_rng
+from .render import (_DOMAIN_CODE, DEFAULT_DIFFICULTY, DEFAULT_NUM_CAMS, make_camera, render_image, sample_appearance,
+                     seed_rng)
 
 __all__ = ["SCENES_VERSION", "MIN_VISIBLE", "generate_scenes"]
 
@@ -44,7 +45,6 @@ SCENES_VERSION = "1.0.0"
 #: fraction of its silhouette a person must keep visible to be annotated
 MIN_VISIBLE = 0.3
 _TAG_SCENE, _TAG_PERSON, _TAG_BG = 0x5CE, 0x9E5, 0xB6
-_DOMAIN_CODE = {"market": 1, "duke": 2}
 
 
 def _background(domain: str, cam: int, seed: int, frame: int, h: int, w: int) -> Image.Image:
@@ -193,7 +193,7 @@ def generate_scenes(root: str, domain: str = "market", num_train_ids: int = 30, 
         image.save(os.path.join(tmp, "frames", name + ".jpg"), quality=92)
         write_prw_annotation(os.path.join(tmp, "annotations", name + ".jpg.mat"), boxes, ids)
         names[split].append(name)
-        annotations[name] = (boxes, ids, image)
+        annotations[name] = (boxes, ids)
     scipy.io.savemat(os.path.join(tmp, "frame_train.mat"), {"img_index_train": np.array(names["train"], dtype=object)[:, None]})
     scipy.io.savemat(os.path.join(tmp, "frame_test.mat"), {"img_index_test": np.array(names["test"], dtype=object)[:, None]})
     # identities actually visible (a hidden person is unannotated)
@@ -209,8 +209,9 @@ def generate_scenes(root: str, domain: str = "market", num_train_ids: int = 30, 
         n, k = where[0]
         x1, y1, x2, y2 = annotations[n][0][k]
         lines.append(f"{pid} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f} {n}")
-        annotations[n][2].crop((int(x1), int(y1), int(np.ceil(x2)), int(np.ceil(y2)))).save(
-            os.path.join(tmp, "query_box", f"{pid:04d}_{n}.jpg"), quality=95)
+        with Image.open(os.path.join(tmp, "frames", n + ".jpg")) as frame:  # the frame as written (not kept in memory)
+            frame.crop((int(x1), int(y1), int(np.ceil(x2)), int(np.ceil(y2)))).save(
+                os.path.join(tmp, "query_box", f"{pid:04d}_{n}.jpg"), quality=95)
         nq += 1
     with open(os.path.join(tmp, "query_info.txt"), "w") as f:
         f.write("\n".join(lines) + ("\n" if lines else ""))
