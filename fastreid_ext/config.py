@@ -205,6 +205,55 @@ def add_ext_config(cfg: CN) -> CN:
     # source weights of net 2 / mean net 2; "" = MODEL.WEIGHTS for both nets (they then differ by their random streams)
     cfg.MODEL.MMT.WEIGHTS2 = ""
 
+    # ---------------------------------------------------------------- NPSM person search (issue 12; modeling/meta_arch/npsm.py)
+    cfg.MODEL.NPSM = CN()
+    # where the ResNet is split: stem .. SPLIT = primitive memory (query and frame maps), the rest + head = re-id
+    # feature; "layer2" (stride 8, our choice: small people keep 5+ cells) or "layer3" (stride 16)
+    cfg.MODEL.NPSM.SPLIT = "layer2"
+    # shrinkage steps T (the paper does not give it; a region that cannot shrink is kept)
+    cfg.MODEL.NPSM.STEPS = 4
+    # sub-regions per step: k-means clusters of the proposal centres inside the region
+    cfg.MODEL.NPSM.CLUSTERS = 4
+    # K of the K x K ROI-pooled map the Conv-LSTM reads and the attention covers
+    cfg.MODEL.NPSM.POOL_SIZE = 8
+    # ROI size [h, w] of the final region on the early map (input to the late layers): the crop size / stride
+    cfg.MODEL.NPSM.REID_POOL = [16, 8]
+    # Conv-LSTM hidden channels
+    cfg.MODEL.NPSM.HIDDEN = 64
+    # one more Conv-LSTM input channel (our addition): "reid" = cosine similarity of the frame's late-layer map
+    # (the re-id half run over the whole frame, no gradient) with the query's pooled late-layer feature,
+    # ROI-aligned like the early map; "early" = the same on the early map; "none" = the paper's cell alone
+    cfg.MODEL.NPSM.SIMILARITY_INPUT = "reid"
+    # proposals covering more than this fraction of the region take no part in its clustering
+    cfg.MODEL.NPSM.MAX_AREA_FRACTION = 0.8
+    # the last step's candidates: "proposals" (the region's proposals themselves, clusters of one; trained with
+    # cost 1 - IoU, our choice: clustered unions are rarely tight) or "clusters" (like every other step)
+    cfg.MODEL.NPSM.FINAL_STEP = "proposals"
+    # multiplier of the attention logits and of the similarity channel (our choice: gives the search's few
+    # weights the reach that Adam's bounded steps deny them at re-id learning rates)
+    cfg.MODEL.NPSM.GAIN = 10.0
+    # weight of the identity losses on the query crop (0 = on the final region only, the paper)
+    cfg.MODEL.NPSM.QUERY_ID_WEIGHT = 1.0
+    cfg.MODEL.LOSSES.BOX_INSIDE = CN()
+    # BoxInsideLoss (NPSM: ground truth left outside the region): scale
+    cfg.MODEL.LOSSES.BOX_INSIDE.SCALE = 1.0
+    cfg.INPUT.SEARCH = CN()
+    # person search: every frame is resized to this [H, W] (boxes and proposals with it); [0, 0] = as stored
+    # (all frames of a batch must then have one size)
+    cfg.INPUT.SEARCH.FRAME_SIZE = [0, 0]
+    # horizontal flip probability of a training frame (its query crop gets FastReID's crop augmentations)
+    cfg.INPUT.SEARCH.FLIP_PROB = 0.5
+    cfg.DATASETS.SEARCH = CN()
+    # folder of the proposal cache (selective search, computed once, resumable); "" = <dataset folder>/proposals
+    cfg.DATASETS.SEARCH.PROPOSALS_DIR = ""
+    # CUHK-SYSU gallery size: TestG<N>.mat, N in 50, 100, 500, 1000, 2000, 4000
+    cfg.DATASETS.SEARCH.GALLERY_SIZE = 100
+    # PRW (and the synthetic scenes): search only frames of other cameras than the query's
+    cfg.DATASETS.SEARCH.MULTI_CAMERA = False
+    # gallery frames per test batch (each batch searches them for every query whose gallery holds them)
+    cfg.TEST.SEARCH = CN()
+    cfg.TEST.SEARCH.FRAMES_PER_BATCH = 4
+
     cfg.UDA = CN()
     # iterations per adaptation epoch (pseudo-labels are recomputed at each epoch start); MMT: 400
     cfg.UDA.ITERS_PER_EPOCH = 400

@@ -61,6 +61,21 @@ def synthetic_duke_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def scenes_root(tmp_path_factory):
+    """A ``DATASETS.ROOT`` holding ``synthetic_scenes`` (person search: 8 + 8 ids of the Market-style crop set,
+    seed 0) with its selective-search proposals cached, generated once per test session."""
+    from fastreid_ext.data.search import read_prw
+    from fastreid_ext.data.search.proposals import compute_proposals
+    from fastreid_ext.data.synthetic.scenes import generate_scenes
+
+    root = tmp_path_factory.mktemp("datasets_scenes")
+    generate_scenes(str(root / "synthetic_scenes"), num_train_ids=8, num_test_ids=8, seed=0)
+    compute_proposals(read_prw(str(root / "synthetic_scenes")), str(root / "synthetic_scenes" / "proposals"),
+                      progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def mini_market_root():
     if not (MINI_MARKET / "bounding_box_train").is_dir():
         pytest.skip(f"real mini Market not found at {MINI_MARKET}")
@@ -89,6 +104,9 @@ ARCH_CONFIGS = {
     # four nets; eval = the test net (mean1)
     "MMT": ("configs/UDA/synthetic_market_to_duke_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
                                                              "DATASETS.TESTS", '("SyntheticMarket",)']),
+    # a person-search model; on crops (FastReID's contract) it gives the re-id feature of the whole crop
+    "NPSM": ("configs/Synthetic/npsm_R18.yml", ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]",
+                                                "MODEL.NPSM.REID_POOL", "[8, 4]", "DATASETS.TESTS", '("SyntheticMarket",)']),
 }
 #: every config: CPU, no ImageNet weights, no loader workers, 64 test images per batch, 30 training ids
 COMMON = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "DATALOADER.NUM_WORKERS", "0",
@@ -230,6 +248,7 @@ HEAVY_TESTS = {
     "tests/modeling/test_hacnn_e2e.py::test_hacnn_on_real_mini_market": 44,
     "tests/engine/test_train_e2e.py::test_real_mini_market_train_eval": 37,
     "tests/engine/test_train_e2e.py::test_cli_eval_only_and_resume_after_corrupt_checkpoint": 35,
+    "tests/modeling/test_npsm_e2e.py::test_npsm_trains_through_fastreid_and_learns_where_the_query_is": 50,
 }
 
 

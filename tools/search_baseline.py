@@ -9,7 +9,10 @@
 
 Prints mAP / top-1 / top-5 / top-10 for: selective-search proposals + the model's features (the
 baseline), the annotated boxes + the model's features (re-id alone, detection solved), and proposals
-+ random features (chance). ``--dataset cuhk-sysu --gallery-size N`` reads CUHK-SYSU instead;
++ random features (chance). With a person-search model (NPSM: ``--config-file configs/Synthetic/npsm_R18.yml
+MODEL.WEIGHTS logs/synthetic/npsm_R18/model_final.pth``) also: its search (one region per gallery frame,
+what ``tools/train_net.py --eval-only`` reports) and the same model on one random proposal per frame
+(localisation by chance, its re-id unchanged); the first two rows then use its re-id half on crops. ``--dataset cuhk-sysu --gallery-size N`` reads CUHK-SYSU instead;
 ``--multi-camera`` is PRW's multi-camera protocol. ``--out`` writes the figures as JSON.
 """
 
@@ -24,6 +27,7 @@ import fastreid_ext  # noqa: E402
 
 fastreid_ext.register()
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from fastreid_ext.errors import run_cli, user_input  # noqa: E402
 
@@ -55,15 +59,29 @@ def main(a):
     props = compute_proposals(s, os.path.join(a.scenes, "proposals"), frames=s.test)
     rows = {"proposals + re-id": run_search_baseline(model, cfg, s, props, a.multi_camera),
             "annotated boxes + re-id": run_search_baseline(model, cfg, s, None, a.multi_camera)}
+    if getattr(model, "SEARCH", False):  # NPSM: its own search, and its features on random proposals
+        from fastreid.evaluation import inference_on_dataset
+
+        from fastreid_ext.data.search.loader import SearchTestSet, SearchBatches, search_frame_size
+        from fastreid_ext.engine.inference import InferenceOutputs
+        from fastreid_ext.evaluation.search_evaluator import SearchEvaluator, random_box_search
+
+        ts = SearchTestSet(s, props, cfg.INPUT.SIZE_TEST, search_frame_size(cfg), cfg.TEST.SEARCH.FRAMES_PER_BATCH,
+                           a.multi_camera)
+        loader = torch.utils.data.DataLoader(SearchBatches(ts), batch_size=None)
+        npsm = dict(inference_on_dataset(InferenceOutputs(model), loader, SearchEvaluator(cfg, ts)))
+        rows["NPSM search"] = npsm
+        rows["NPSM on a random proposal"] = random_box_search(model, ts, seed=0)
 
     # chance: a seeded random feature per proposal and per query (no crops needed)
     rng = np.random.default_rng(0)
     chance = {n: (props[n], rng.standard_normal((len(props[n]), 64))) for n in s.test}
     rows["proposals + random features"] = evaluate_search(s, chance, list(rng.standard_normal((len(s.queries), 64))),
                                                           multi_camera=a.multi_camera)
-    print(f"\n{'method':<30} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>7}  queries")
+    print(f"\n{'method':<30} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>7} {'loc.':>6}")
     for k, r in rows.items():
-        print(f"{k:<30} {r['mAP']:6.1f} {r['top-1']:6.1f} {r['top-5']:6.1f} {r['top-10']:7.1f}  {r['queries']}")
+        loc = f"{r['localisation']:6.1f}" if "localisation" in r else f"{'':>6}"
+        print(f"{k:<30} {r['mAP']:6.1f} {r['top-1']:6.1f} {r['top-5']:6.1f} {r['top-10']:7.1f} {loc}")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"scenes": a.scenes, "config": a.config_file, "opts": a.opts, "results": rows}, f, indent=1)

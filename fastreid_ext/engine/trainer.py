@@ -2,6 +2,7 @@
 
 It changes only what FastReID lets a subclass change (the build_* hooks and the hook list):
 datasets under ``DATASETS.ROOT`` with per-image extra fields (:mod:`fastreid_ext.data.build`),
+person-search datasets (whole frames; :mod:`fastreid_ext.data.search.loader`, :class:`SearchEvaluator`),
 attribute metrics beside Rank-k/mAP when batches carry attributes
 (:class:`~fastreid_ext.evaluation.attr_evaluation.AttrReidEvaluator`),
 atomic checkpoints with a corrupt-checkpoint fallback on ``--resume``
@@ -23,6 +24,8 @@ from fastreid.utils.env import seed_all_rng
 from ..data.build import build_test_loader, build_train_loader, resolve_attribute_fields
 from ..evaluation.attr_evaluation import AttrReidEvaluator
 from ..evaluation.reid_evaluation import ExtReidEvaluator
+from ..evaluation.search_evaluator import SearchEvaluator
+from ..data.search.loader import build_search_test_loader, build_search_train_loader, is_search_dataset
 from ..modeling.common import attribute_schema
 from ..errors import user_input
 from .checkpoint import SafeCheckpointer, load_inference_weights
@@ -81,11 +84,15 @@ class ExtTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         logger.info("Prepare training set")
         with user_input("building the training set"):  # errors here are the user's (fastreid_ext.errors)
+            if any(is_search_dataset(n) for n in cfg.DATASETS.NAMES):  # whole frames: person search (NPSM)
+                return build_search_train_loader(cfg)
             return build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         with user_input(f"building the test set {dataset_name}"):
+            if is_search_dataset(dataset_name):
+                return build_search_test_loader(cfg, dataset_name)
             return build_test_loader(cfg, dataset_name)
 
     @staticmethod
@@ -104,6 +111,10 @@ class ExtTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
+        if is_search_dataset(dataset_name):  # (loader, its SearchTestSet): person-search metrics
+            data_loader, test_set = cls.build_test_loader(cfg, dataset_name)
+            out = output_dir or (os.path.join(cfg.OUTPUT_DIR, "search", dataset_name) if cfg.OUTPUT_DIR else None)
+            return data_loader, SearchEvaluator(cfg, test_set, out)
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
         if "attributes" in cfg.INPUT.EXTRA_FIELDS and cfg.TEST.ATTRIBUTES.ENABLED:
             return data_loader, AttrReidEvaluator(cfg, num_query, attribute_schema(cfg), output_dir)

@@ -16,6 +16,8 @@ is the person's.
   of it, k-means on their centres (``n`` clusters, deterministic init: the centres farthest apart,
   Lloyd iterations), each sub-region = the union box of its cluster **clipped to the region**, so
   every step's region lies inside the previous one (the paper's shrinkage; tested).
+* :func:`region_proposals`: the final step's candidates, the proposals themselves (clusters of one) whose
+  centres lie in the region, clipped to it (our choice; see :mod:`fastreid_ext.modeling.meta_arch.npsm`).
 * :func:`region_attention`: mean attention inside each sub-region, the K x K map laid over the region.
 * :func:`box_outside_fraction` / :func:`box_inside_loss`: the box-inside loss penalises ground-truth
   pixels left outside the region. A selected region is a discrete choice, so the loss is taken in
@@ -26,14 +28,13 @@ is the person's.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["QueryConvLSTMCell", "spatial_softmax", "cluster_subregions", "region_attention", "box_outside_fraction",
-           "box_inside_loss"]
+__all__ = ["QueryConvLSTMCell", "spatial_softmax", "cluster_subregions", "region_proposals", "region_attention",
+           "soft_iou", "cell_coverage", "box_outside_fraction", "box_inside_loss"]
 
 
 class QueryConvLSTMCell(nn.Module):
@@ -118,21 +119,70 @@ def cluster_subregions(proposals: torch.Tensor, region: torch.Tensor, n: int = 4
     return torch.stack(subs) if subs else region[None].clone()
 
 
+def region_proposals(proposals: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The proposals whose centres lie in ``region``, clipped to it and de-duplicated: (M, 4), each inside
+    ``region`` (the final step's candidates: clusters of one). None left: the region itself."""
+    region = region.reshape(4).to(torch.float32)
+    p = proposals.reshape(-1, 4).to(torch.float32)
+    ctr = (p[:, :2] + p[:, 2:]) / 2
+    inside = (ctr[:, 0] >= region[0]) & (ctr[:, 0] <= region[2]) & (ctr[:, 1] >= region[1]) & (ctr[:, 1] <= region[3])
+    p = p[inside]
+    if not len(p):
+        return region[None].clone()
+    p = torch.stack([p[:, 0].clamp(region[0], region[2]), p[:, 1].clamp(region[1], region[3]),
+                     p[:, 2].clamp(region[0], region[2]), p[:, 3].clamp(region[1], region[3])], dim=1)
+    p = p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])]
+    return torch.unique(p, dim=0) if len(p) else region[None].clone()
+
+
 def region_attention(attention: torch.Tensor, region: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
     """Mean attention inside each sub-region (M,), the (K, K) ``attention`` map laid over ``region``
     (cell (i, j) covers the region's i-th row band and j-th column band; a cell counts by the fraction
     of it the sub-region covers)."""
     kh, kw = attention.shape[-2:]
     x1, y1, x2, y2 = (float(v) for v in region.reshape(4))
-    xs = torch.linspace(x1, x2, kw + 1, device=attention.device)
-    ys = torch.linspace(y1, y2, kh + 1, device=attention.device)
-    out = []
-    for s in subregions.reshape(-1, 4):
-        cov_x = (torch.minimum(xs[1:], s[2]) - torch.maximum(xs[:-1], s[0])).clamp(min=0) / (xs[1:] - xs[:-1])
-        cov_y = (torch.minimum(ys[1:], s[3]) - torch.maximum(ys[:-1], s[1])).clamp(min=0) / (ys[1:] - ys[:-1])
-        w = cov_y[:, None] * cov_x[None, :]
-        out.append((attention.reshape(kh, kw) * w).sum() / w.sum().clamp_min(1e-12))
-    return torch.stack(out)
+    xs = torch.linspace(x1, x2, kw + 1, device=attention.device, dtype=attention.dtype)
+    ys = torch.linspace(y1, y2, kh + 1, device=attention.device, dtype=attention.dtype)
+    s = subregions.reshape(-1, 4).to(attention.device, attention.dtype)
+    cov_x = (torch.minimum(xs[None, 1:], s[:, 2:3]) - torch.maximum(xs[None, :-1], s[:, 0:1])).clamp(min=0) \
+        / (xs[1:] - xs[:-1]).clamp_min(1e-12)
+    cov_y = (torch.minimum(ys[None, 1:], s[:, 3:4]) - torch.maximum(ys[None, :-1], s[:, 1:2])).clamp(min=0) \
+        / (ys[1:] - ys[:-1]).clamp_min(1e-12)
+    w = cov_y[:, :, None] * cov_x[:, None, :]  # (M, kh, kw)
+    return (w * attention.reshape(1, kh, kw)).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-12)
+
+
+def soft_iou(attention: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(M,): the IoU of each of ``boxes`` with the person the (K, K) ``attention`` over ``region`` points
+    at, read as a soft mask: with ``m`` = the attention mass inside a box and ``G`` = the attention's
+    effective area (``cell area / sum(a^2)``: n cells for attention spread evenly over n cells),
+    ``IoU = m G / (|box| + G - m G)``. Exact when the attention is uniform over the person's box; unlike the
+    mean attention it does not favour the smallest box at the peak (our final-step score)."""
+    kh, kw = attention.shape[-2:]
+    r = region.reshape(4).to(attention.device, attention.dtype)
+    b = boxes.reshape(-1, 4).to(attention.device, attention.dtype)
+    cover = cell_coverage(r.expand(len(b), 4), b, kh, kw).to(attention.dtype)  # (M, kh, kw)
+    m = (cover * attention.reshape(1, kh, kw)).sum(dim=(1, 2))
+    cell = (r[2] - r[0]) * (r[3] - r[1]) / (kh * kw)
+    g = cell / (attention.reshape(-1) ** 2).sum().clamp_min(1e-12)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return m * g / (area + g - m * g).clamp_min(1e-12)
+
+
+def cell_coverage(regions: torch.Tensor, boxes: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """(P, kh, kw): the fraction of each cell of region ``regions[p]`` (split into kh x kw cells) that
+    ``boxes[p]`` covers. ``(attention * cell_coverage).sum()`` = the attention mass on the box's pixels."""
+    r = regions.reshape(-1, 4).to(torch.float32)
+    b = boxes.reshape(-1, 4).to(r)
+    t = torch.linspace(0, 1, kw + 1, device=r.device)
+    xs = r[:, 0:1] + (r[:, 2:3] - r[:, 0:1]) * t  # (P, kw + 1)
+    t = torch.linspace(0, 1, kh + 1, device=r.device)
+    ys = r[:, 1:2] + (r[:, 3:4] - r[:, 1:2]) * t
+    cov_x = (torch.minimum(xs[:, 1:], b[:, 2:3]) - torch.maximum(xs[:, :-1], b[:, 0:1])).clamp(min=0) \
+        / (xs[:, 1:] - xs[:, :-1]).clamp_min(1e-12)
+    cov_y = (torch.minimum(ys[:, 1:], b[:, 3:4]) - torch.maximum(ys[:, :-1], b[:, 1:2])).clamp(min=0) \
+        / (ys[:, 1:] - ys[:, :-1]).clamp_min(1e-12)
+    return cov_y[:, :, None] * cov_x[:, None, :]
 
 
 def box_outside_fraction(regions: torch.Tensor, box: torch.Tensor) -> torch.Tensor:

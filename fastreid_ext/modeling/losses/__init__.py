@@ -18,6 +18,7 @@ Cosface                      features, targets                           FastReI
 FocalLoss                    logits, targets                             FastReID focal loss
 AttributeCrossEntropyLoss    attr_logits, attr_targets                   APR / AANet attribute heads
 KeypointMSELoss              pred_heatmaps, heatmaps, keypoints          RBNet eq. 3 (masked MSE)
+BoxInsideLoss                subregion_scores, subregion_outside         NPSM (person search)
 SoftCrossEntropyLoss         logits, teacher_logits                      MMT soft identity loss
 SoftTripletLoss              features, targets, teacher_features         MMT soft triplet loss
 UncertaintyLoss              (weights named task losses)                 Kendall et al. (AANet)
@@ -135,7 +136,7 @@ def compute_losses(losses: Mapping[str, nn.Module], tensors: Mapping[str, object
     return out
 
 
-from . import attribute, keypoint, mmt, reid_losses, uncertainty  # noqa: E402,F401  (registration)
+from . import attribute, keypoint, mmt, reid_losses, search, uncertainty  # noqa: E402,F401  (registration)
 from .attribute import AttributeCrossEntropyLoss  # noqa: E402
 from .keypoint import KeypointMSELoss  # noqa: E402
 from .mmt import SoftCrossEntropyLoss, SoftTripletLoss  # noqa: E402

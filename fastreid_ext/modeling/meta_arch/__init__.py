@@ -3,6 +3,7 @@ from .aanet import AANet
 from .apr import APR
 from .hacnn import HACNNReID
 from .mmt import MMT
+from .npsm import NPSM
 from .rbnet import RBNet
 
-__all__ = ["AANet", "APR", "HACNNReID", "MMT", "RBNet"]
+__all__ = ["AANet", "APR", "HACNNReID", "MMT", "NPSM", "RBNet"]
