@@ -115,6 +115,21 @@ def test_soft_iou_is_the_iou_when_the_attention_covers_the_person_evenly():
     torch.testing.assert_close(soft_iou(att, region, boxes), torch.tensor(want, dtype=torch.float32))
 
 
+def test_attention_kl_is_zero_only_when_the_attention_covers_the_box_evenly():
+    from fastreid_ext.modeling.layers.npsm import box_attention_kl
+
+    region = torch.tensor([[0.0, 0.0, 16.0, 8.0]] * 3)
+    box = torch.tensor([[2.0, 2.0, 6.0, 6.0]] * 3)
+    even = torch.zeros(8, 8)
+    even[2:6, 1:3] = 1 / 8
+    torso = torch.zeros(8, 8)
+    torso[2:4, 1:3] = 1 / 4  # all the mass inside the box, on half of it
+    att = torch.stack([even, torso, torch.full((8, 8), 1 / 64)])
+    kl, valid = box_attention_kl(att, region, box)
+    assert valid.all() and float(kl[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl[1]) > 0.5 and float(kl[2]) == pytest.approx(float(np.log(8)), rel=1e-5)
+
+
 def test_box_inside_loss_is_the_expected_outside_fraction_and_pulls_towards_containment():
     from fastreid_ext.modeling.losses import build_losses
 
@@ -124,7 +139,7 @@ def test_box_inside_loss_is_the_expected_outside_fraction_and_pulls_towards_cont
     scores = torch.tensor([[1.0, 2.0, float("-inf")], [0.0, 0.0, 0.0]], requires_grad=True)
     outside = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.0, 0.2]])
     att_out = torch.tensor([0.2, 0.4], requires_grad=True)
-    value = loss(subregion_scores=scores, subregion_outside=outside, attention_outside=att_out)
+    value = loss(subregion_scores=scores, subregion_outside=outside, attention_misfit=att_out)
     p0 = torch.tensor([1.0, 2.0]).softmax(0)
     by_hand = 2.0 * (((p0[1] * 0.5) + (1.0 + 0.0 + 0.2) / 3) / 2 + 0.3)
     assert float(value.detach()) == pytest.approx(float(by_hand), rel=1e-6)
@@ -133,7 +148,7 @@ def test_box_inside_loss_is_the_expected_outside_fraction_and_pulls_towards_cont
     assert scores.grad[1, 1] < 0 < scores.grad[1, 0]
     torch.testing.assert_close(att_out.grad, torch.tensor([1.0, 1.0]))  # 2 x mean
     assert float(loss(subregion_scores=torch.tensor([[50.0, 0.0]]), subregion_outside=torch.tensor([[0.0, 1.0]]),
-                      attention_outside=torch.zeros(3))) < 1e-6
+                      attention_misfit=torch.zeros(3))) < 1e-6
 
 
 def test_training_frames_pair_each_person_with_a_crop_from_another_frame_and_flip_moves_the_boxes(scenes_root):

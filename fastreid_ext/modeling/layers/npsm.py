@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 __all__ = ["QueryConvLSTMCell", "spatial_softmax", "cluster_subregions", "region_proposals", "region_attention",
-           "soft_iou", "cell_coverage", "box_outside_fraction", "box_inside_loss"]
+           "soft_iou", "cell_coverage", "box_attention_kl", "box_outside_fraction", "box_inside_loss"]
 
 
 class QueryConvLSTMCell(nn.Module):
@@ -183,6 +183,18 @@ def cell_coverage(regions: torch.Tensor, boxes: torch.Tensor, kh: int, kw: int) 
     cov_y = (torch.minimum(ys[:, 1:], b[:, 3:4]) - torch.maximum(ys[:, :-1], b[:, 1:2])).clamp(min=0) \
         / (ys[:, 1:] - ys[:, :-1]).clamp_min(1e-12)
     return cov_y[:, :, None] * cov_x[:, None, :]
+
+
+def box_attention_kl(attention: torch.Tensor, regions: torch.Tensor, boxes: torch.Tensor):
+    """``(KL(u || a), valid)`` per row: ``a`` = the (P, K, K) attention over ``regions`` (P, 4), ``u`` = the
+    uniform distribution over the part of ``boxes`` (P, 4) inside the region (cells weighted by the
+    fraction covered). 0 when the attention covers the box evenly; ``valid`` = the box meets the region."""
+    kh, kw = attention.shape[-2:]
+    cover = cell_coverage(regions, boxes, kh, kw).to(attention)
+    mass = cover.sum(dim=(1, 2))
+    u = cover / mass[:, None, None].clamp_min(1e-12)
+    kl = (u * (torch.log(u.clamp_min(1e-12)) - torch.log(attention.clamp_min(1e-12)))).sum(dim=(1, 2))
+    return kl, mass > 0
 
 
 def box_outside_fraction(regions: torch.Tensor, box: torch.Tensor) -> torch.Tensor:

@@ -19,24 +19,26 @@ class BoxInsideLoss(ScaledLoss):
     sub-regions; the summary's 0-1 loss ("a ground-truth pixel outside R_t costs one") per pixel, made
     differentiable by the expectation.
 
-    ``attention_outside`` (S,): for each (pair, step), the attention mass that lies outside the
-    ground-truth box (the K x K map laid over the region). ``L_attention = mean``: the same loss read
-    at the attention map that makes the choice; it is dense (every cell gets a gradient), where
-    ``L_region`` only compares the few sub-regions, and measured on the synthetic scenes the region
-    term alone did not move in 120 steps (our addition; README). ``L = L_attention + L_region``, times
-    ``MODEL.LOSSES.BOX_INSIDE.SCALE``.
+    ``attention_misfit`` (S,): for each (pair, step), ``KL(u || a)``, the divergence of the step's K x K
+    attention ``a`` from ``u``, the uniform distribution over the ground-truth box's part of the region
+    (cells weighted by the fraction the box covers). It is at least ``-log(attention mass inside the
+    box)``, so it also penalises attention left outside the person, and it is 0 only when the attention
+    covers the whole box evenly. ``L_attention = mean``: the same loss read at the attention map that makes
+    the choice; it is dense (every cell gets a gradient), where ``L_region`` only compares the few
+    sub-regions (our addition; measured on the synthetic scenes, README). ``L = L_attention + L_region``,
+    times ``MODEL.LOSSES.BOX_INSIDE.SCALE``.
     """
 
-    inputs = ("subregion_scores", "subregion_outside", "attention_outside")
+    inputs = ("subregion_scores", "subregion_outside", "attention_misfit")
     key = "box_inside"
     cfg_node = "BOX_INSIDE"
 
     def forward(self, subregion_scores: torch.Tensor, subregion_outside: torch.Tensor,
-                attention_outside: torch.Tensor):
+                attention_misfit: torch.Tensor):
         if subregion_scores.shape != subregion_outside.shape:
             raise ValueError(f"BoxInsideLoss: scores {tuple(subregion_scores.shape)} and outside fractions "
                              f"{tuple(subregion_outside.shape)} differ in shape")
-        loss = attention_outside.float().mean() if len(attention_outside) else attention_outside.sum() * 0
+        loss = attention_misfit.float().mean() if len(attention_misfit) else attention_misfit.sum() * 0
         if len(subregion_scores):
             p = subregion_scores.float().softmax(dim=1)
             loss = loss + (p * subregion_outside.float()).sum(1).mean()
