@@ -120,23 +120,21 @@ def random_box_search(model, test_set, seed: int = 0) -> Dict[str, float]:
     ``seed``) instead of the searched one: the same re-id features, localisation by chance."""
     g = torch.Generator().manual_seed(seed)
     model.eval()
-    rows = []
+    ev = SearchEvaluator(None, test_set)
+    ev.reset()
     for i in range(test_set.batches()):
         b = test_set.batch(i)
         maps = model.primitive_memory(model.preprocess_image(b))
         _, q_feat, _ = model._queries(b)
         pairs = b["pairs"].to(model.device)
+        h, w = b["images"].shape[-2:]
         boxes = []
         for _, fj in b["pairs"].tolist():
             props = b["proposals"][fj]
-            h, w = b["images"].shape[-2:]
             boxes.append(props[int(torch.randint(len(props), (), generator=g))] if len(props)
                          else torch.tensor([0.0, 0.0, float(w), float(h)]))
         boxes = torch.stack(boxes).to(model.device, torch.float32)
         feats = model.reid_feature(model.roi_pool(maps, pairs[:, 1], boxes, model.reid_pool))
         scores = (F.normalize(feats, dim=1) * F.normalize(q_feat, dim=1)[pairs[:, 0]]).sum(1)
-        scale = b["scales"].double()[b["pairs"][:, 1]].repeat(1, 2)
-        for qi, frame, box, sc in zip(b["pair_queries"].tolist(), b["pair_frames"], (boxes.double().cpu() / scale).numpy(),
-                                      scores.tolist()):
-            rows.append((int(qi), frame, box, float(sc)))
-    return search_results(test_set, rows)[0]
+        ev.process(b, {"boxes": boxes, "scores": scores})
+    return ev.evaluate()
