@@ -140,15 +140,8 @@ def region_attention(attention: torch.Tensor, region: torch.Tensor, subregions: 
     (cell (i, j) covers the region's i-th row band and j-th column band; a cell counts by the fraction
     of it the sub-region covers)."""
     kh, kw = attention.shape[-2:]
-    x1, y1, x2, y2 = (float(v) for v in region.reshape(4))
-    xs = torch.linspace(x1, x2, kw + 1, device=attention.device, dtype=attention.dtype)
-    ys = torch.linspace(y1, y2, kh + 1, device=attention.device, dtype=attention.dtype)
-    s = subregions.reshape(-1, 4).to(attention.device, attention.dtype)
-    cov_x = (torch.minimum(xs[None, 1:], s[:, 2:3]) - torch.maximum(xs[None, :-1], s[:, 0:1])).clamp(min=0) \
-        / (xs[1:] - xs[:-1]).clamp_min(1e-12)
-    cov_y = (torch.minimum(ys[None, 1:], s[:, 3:4]) - torch.maximum(ys[None, :-1], s[:, 1:2])).clamp(min=0) \
-        / (ys[1:] - ys[:-1]).clamp_min(1e-12)
-    w = cov_y[:, :, None] * cov_x[:, None, :]  # (M, kh, kw)
+    s = subregions.reshape(-1, 4).to(attention.device, torch.float32)
+    w = cell_coverage(region.reshape(1, 4).to(s).expand(len(s), 4), s, kh, kw).to(attention.dtype)  # (M, kh, kw)
     return (w * attention.reshape(1, kh, kw)).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-12)
 
 
