@@ -232,6 +232,11 @@ def add_ext_config(cfg: CN) -> CN:
     # multiplier of the attention logits and of the similarity channel (our choice: gives the search's few
     # weights the reach that Adam's bounded steps deny them at re-id learning rates)
     cfg.MODEL.NPSM.GAIN = 10.0
+    # a shrinkage step's sub-region score: "mean" attention inside it (the paper) or "mass" (our choice: the
+    # attention mass it keeps - AREA_WEIGHT x its share of the region's area; keeps the person whole, README)
+    cfg.MODEL.NPSM.SUBREGION_SCORE = "mean"
+    # the area cost of SUBREGION_SCORE "mass" (ties between sub-regions that keep all the attention: the smaller)
+    cfg.MODEL.NPSM.AREA_WEIGHT = 0.1
     # weight of the identity losses on the query crop (0 = on the final region only, the paper)
     cfg.MODEL.NPSM.QUERY_ID_WEIGHT = 1.0
     cfg.MODEL.LOSSES.BOX_INSIDE = CN()

@@ -12,7 +12,8 @@ best-model key). The per-query ranking (top 10: frame, box, score, match) goes t
 
 :func:`random_box_search`: the same model's features on a **random proposal** of each gallery frame
 instead of its searched region (localisation by chance, re-id unchanged): the reference NPSM's
-search must beat.
+search must beat. :func:`search_step_retention`: per shrinkage step, the share of pairs whose region still
+holds the person (``tools/search_steps.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fastreid.utils import comm
 
 from .search_evaluation import GalleryFrame, localisation_success, query_search_result, search_metrics
 
-__all__ = ["SearchEvaluator", "search_results", "random_box_search"]
+__all__ = ["SearchEvaluator", "search_results", "random_box_search", "search_step_retention"]
 
 #: one (query index, frame name, box x1y1x2y2 in stored-frame pixels, score)
 Row = Tuple[int, str, np.ndarray, float]
@@ -138,3 +139,32 @@ def random_box_search(model, test_set, seed: int = 0) -> Dict[str, float]:
         scores = (F.normalize(feats, dim=1) * F.normalize(q_feat, dim=1)[pairs[:, 0]]).sum(1)
         ev.process(b, {"boxes": boxes, "scores": scores})
     return ev.evaluate()
+
+
+@torch.no_grad()
+def search_step_retention(model, test_set, tolerance: float = 0.1) -> Dict[str, object]:
+    """Where NPSM's search loses the person (a diagnostic against the ground truth): over the (query, gallery
+    frame showing the query's person) pairs, the share whose region after each step still holds the person
+    (at most ``tolerance`` of its box outside), and the share whose final region has IoU >= 0.5 with it
+    (the ``localisation`` of :class:`SearchEvaluator`). Returns ``{"pairs", "kept" (one % per step),
+    "localised" (%)}``."""
+    from ..modeling.layers.npsm import box_outside_fraction
+    from .search_evaluation import box_iou
+
+    model.eval()
+    s, kept, localised = test_set.s, [], []
+    for i in range(test_set.batches()):
+        b = test_set.batch(i)
+        traj = model.inference(b)["trajectory"].float().cpu()
+        for j, (qi, name) in enumerate(zip(b["pair_queries"].tolist(), b["pair_frames"])):
+            fr = s.frames[name]
+            gt = fr.boxes[fr.pids == s.queries[qi].pid]
+            if not len(gt):
+                continue
+            sx, sy = b["scales"][int(b["pairs"][j, 1])].tolist()
+            g = torch.tensor(gt[0], dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
+            kept.append((box_outside_fraction(traj[j, 1:], g) <= tolerance).numpy())
+            localised.append(float(box_iou(traj[j, -1:].numpy(), g[None].numpy())[0, 0]) >= 0.5)
+    if not kept:
+        raise ValueError("search_step_retention: no (query, frame showing the query's person) pair in the test set")
+    return {"pairs": len(kept), "kept": (100 * np.mean(kept, axis=0)).tolist(), "localised": 100 * float(np.mean(localised))}

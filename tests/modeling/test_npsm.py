@@ -115,6 +115,29 @@ def test_soft_iou_is_the_iou_when_the_attention_covers_the_person_evenly():
     torch.testing.assert_close(soft_iou(att, region, boxes), torch.tensor(want, dtype=torch.float32))
 
 
+def test_mass_score_keeps_the_person_whole_where_the_mean_cuts_it(npsm):
+    """SUBREGION_SCORE: with the attention spread evenly over the person (what the KL term trains), the
+    paper's mean attention prefers a sub-region holding half the person (its cells are all "person") to
+    one holding all of it; the mass score keeps the whole person, and of two that keep all of it, the smaller."""
+    _, model, _ = npsm
+    region = torch.tensor([0.0, 0.0, 16.0, 8.0])  # 8 x 8 cells of 2 x 1 pixels
+    att = torch.zeros(8, 8)
+    att[2:6, 1:3] = 1 / 8  # the person: x 2..6, y 2..6
+    half, around, exact = [2.0, 2.0, 4.0, 6.0], [0.0, 0.0, 8.0, 8.0], [2.0, 2.0, 6.0, 6.0]
+    old = model.subregion_score
+    try:
+        model.subregion_score = "mean"
+        assert int(model.subregion_logits(att, region, torch.tensor([half, around])).argmax()) == 0
+        model.subregion_score = "mass"
+        assert int(model.subregion_logits(att, region, torch.tensor([half, around])).argmax()) == 1
+        logits = model.subregion_logits(att, region, torch.tensor([around, exact]))
+        assert int(logits.argmax()) == 1
+        # (mass - AREA_WEIGHT x area share) / FINAL_TEMPERATURE, by hand
+        torch.testing.assert_close(logits, torch.tensor([1 - 0.1 * 64 / 128, 1 - 0.1 * 16 / 128]) / 0.1)
+    finally:
+        model.subregion_score = old
+
+
 def test_attention_kl_is_zero_only_when_the_attention_covers_the_box_evenly():
     from fastreid_ext.modeling.layers.npsm import box_attention_kl
 
@@ -255,6 +278,43 @@ def test_evaluator_maps_regions_back_to_the_stored_frames(scenes_root):
     ev._rows = ev._rows[1:]
     with pytest.raises(ValueError, match="pairs"):
         ev.evaluate()
+
+
+def test_step_retention_counts_where_the_person_is_lost(scenes_root):
+    """search_step_retention (tools/search_steps.py) on a scripted search over resized frames: step 1 keeps
+    the whole frame, step 2 the person's box grown by 5 %, step 3 its left half (half the person outside),
+    the final region its box again; so kept = 100 / 100 / 0 / 100 % and localised 100 %."""
+    from fastreid_ext.data.search.loader import build_search_test_loader
+    from fastreid_ext.evaluation.search_evaluator import search_step_retention
+
+    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[96, 256]")
+    _, test_set = build_search_test_loader(cfg, "SyntheticScenes")
+    s = test_set.s
+
+    class Scripted:
+        shown = 0  # (query, frame showing the person) pairs seen
+
+        def eval(self):
+            return self
+
+        def inference(self, b):
+            h, w = b["images"].shape[-2:]
+            traj = []
+            for qi, frame, (_, fj) in zip(b["pair_queries"].tolist(), b["pair_frames"], b["pairs"].tolist()):
+                fr = s.frames[frame]
+                gt = fr.boxes[fr.pids == s.queries[qi].pid]
+                sx, sy = b["scales"][fj].tolist()
+                Scripted.shown += int(len(gt) > 0)
+                g = torch.tensor(gt[0] if len(gt) else fr.boxes[0], dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
+                cx, cy, bw, bh = (g[0] + g[2]) / 2, (g[1] + g[3]) / 2, g[2] - g[0], g[3] - g[1]
+                grown = torch.stack([cx - 0.525 * bw, cy - 0.525 * bh, cx + 0.525 * bw, cy + 0.525 * bh])
+                half = torch.stack([g[0], g[1], cx, g[3]])
+                traj.append(torch.stack([torch.tensor([0.0, 0.0, w, h]), torch.tensor([0.0, 0.0, w, h]), grown, half, g]))
+            return {"trajectory": torch.stack(traj)}
+
+    r = search_step_retention(Scripted(), test_set)
+    assert r["pairs"] == Scripted.shown > 0
+    assert r["kept"] == pytest.approx([100.0, 100.0, 0.0, 100.0]) and r["localised"] == pytest.approx(100.0)
 
 
 def test_person_search_misuse_is_a_clear_error(scenes_root):

@@ -1,10 +1,9 @@
 """NPSM's building blocks (issue 12): the query-conditioned Conv-LSTM, the 2-D attention, region
-shrinkage over clustered proposals, the box-inside loss."""
+shrinkage over clustered proposals, the box-outside fraction."""
 
-import pytest
 import torch
 
-from fastreid_ext.modeling.layers.npsm import (QueryConvLSTMCell, box_inside_loss, box_outside_fraction,
+from fastreid_ext.modeling.layers.npsm import (QueryConvLSTMCell, box_outside_fraction,
                                                cluster_subregions, region_attention, spatial_softmax)
 
 
@@ -73,18 +72,11 @@ def test_region_attention_by_hand():
     region = torch.tensor([0.0, 0.0, 10.0, 10.0])
     subs = torch.tensor([[0.0, 0.0, 5.0, 5.0], [0.0, 0.0, 10.0, 5.0], [5.0, 5.0, 10.0, 10.0], [0.0, 0.0, 2.5, 10.0]])
     torch.testing.assert_close(region_attention(att, region, subs), torch.tensor([0.7, 0.4, 0.1, 0.4]))
+    torch.testing.assert_close(region_attention(att, region, subs, reduce="sum"), torch.tensor([0.7, 0.8, 0.1, 0.4]))
 
 
-def test_box_inside_loss_is_zero_when_the_region_contains_the_box_and_its_gradient_prefers_that_region():
+def test_box_outside_fraction_by_hand():
+    """The cost the registered BoxInsideLoss takes in expectation (its own tests: tests/modeling/test_npsm.py)."""
     box = torch.tensor([10.0, 10.0, 20.0, 30.0])
     regions = torch.tensor([[0.0, 0.0, 50.0, 50.0], [15.0, 0.0, 50.0, 50.0], [30.0, 30.0, 40.0, 40.0]])
     torch.testing.assert_close(box_outside_fraction(regions, box), torch.tensor([0.0, 0.5, 1.0]))
-    assert box_inside_loss(torch.tensor([5.0]), regions[:1], box) == 0
-    scores = torch.zeros(3, requires_grad=True)
-    loss = box_inside_loss(scores, regions, box, scale=4.0)
-    assert loss.item() == pytest.approx((0 + 0.5 + 1) / 3)
-    loss.backward()
-    assert scores.grad[0] < 0 < scores.grad[2]  # descending raises the containing region, lowers the disjoint one
-    with torch.no_grad():
-        lower = box_inside_loss(scores - 0.5 * scores.grad, regions, box, scale=4.0)
-    assert lower < loss

@@ -18,12 +18,11 @@ is the person's.
   every step's region lies inside the previous one (the paper's shrinkage; tested).
 * :func:`region_proposals`: the final step's candidates, the proposals themselves (clusters of one) whose
   centres lie in the region, clipped to it (our choice; see :mod:`fastreid_ext.modeling.meta_arch.npsm`).
-* :func:`region_attention`: mean attention inside each sub-region, the K x K map laid over the region.
-* :func:`box_outside_fraction` / :func:`box_inside_loss`: the box-inside loss penalises ground-truth
-  pixels left outside the region. A selected region is a discrete choice, so the loss is taken in
-  expectation over the sub-regions under the softmax of their mean attention:
-  ``L = sum_k p_k * |gt \\ r_k| / |gt|``, zero when every sub-region the attention favours contains the
-  box, and differentiable in the attention (our choice; the summary only names the loss).
+* :func:`region_attention`: mean attention (or attention mass) inside each sub-region, the K x K map laid
+  over the region.
+* :func:`box_outside_fraction`: the fraction of the ground-truth box a region leaves outside, what the
+  registered ``BoxInsideLoss`` (:mod:`fastreid_ext.modeling.losses.search`) takes in expectation over
+  the sub-regions.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 __all__ = ["QueryConvLSTMCell", "spatial_softmax", "cluster_subregions", "region_proposals", "region_attention",
-           "soft_iou", "cell_coverage", "box_attention_kl", "box_outside_fraction", "box_inside_loss"]
+           "soft_iou", "cell_coverage", "box_attention_kl", "box_outside_fraction"]
 
 
 class QueryConvLSTMCell(nn.Module):
@@ -135,14 +134,19 @@ def region_proposals(proposals: torch.Tensor, region: torch.Tensor) -> torch.Ten
     return torch.unique(p, dim=0) if len(p) else region[None].clone()
 
 
-def region_attention(attention: torch.Tensor, region: torch.Tensor, subregions: torch.Tensor) -> torch.Tensor:
-    """Mean attention inside each sub-region (M,), the (K, K) ``attention`` map laid over ``region``
-    (cell (i, j) covers the region's i-th row band and j-th column band; a cell counts by the fraction
-    of it the sub-region covers)."""
+def region_attention(attention: torch.Tensor, region: torch.Tensor, subregions: torch.Tensor,
+                     reduce: str = "mean") -> torch.Tensor:
+    """Attention inside each sub-region (M,), the (K, K) ``attention`` map laid over ``region`` (cell (i, j)
+    covers the region's i-th row band and j-th column band; a cell counts by the fraction of it the
+    sub-region covers): its mean (``reduce="mean"``, the paper's score) or its mass (``"sum"``: the share of
+    the attention the sub-region keeps)."""
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"region_attention: reduce is {reduce!r}; use 'mean' or 'sum'")
     kh, kw = attention.shape[-2:]
     s = subregions.reshape(-1, 4).to(attention.device, torch.float32)
     w = cell_coverage(region.reshape(1, 4).to(s).expand(len(s), 4), s, kh, kw).to(attention.dtype)  # (M, kh, kw)
-    return (w * attention.reshape(1, kh, kw)).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-12)
+    mass = (w * attention.reshape(1, kh, kw)).sum(dim=(1, 2))
+    return mass if reduce == "sum" else mass / w.sum(dim=(1, 2)).clamp_min(1e-12)
 
 
 def soft_iou(attention: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -199,11 +203,3 @@ def box_outside_fraction(regions: torch.Tensor, box: torch.Tensor) -> torch.Tens
     ih = (torch.minimum(r[:, 3], b[3]) - torch.maximum(r[:, 1], b[1])).clamp(min=0)
     area = ((b[2] - b[0]) * (b[3] - b[1])).clamp_min(1e-12)
     return 1 - iw * ih / area
-
-
-def box_inside_loss(scores: torch.Tensor, subregions: torch.Tensor, box: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Expected fraction of the ground-truth ``box`` left outside the next region, the sub-regions
-    chosen with probability softmax(``scale * scores``): differentiable in the scores. ``scores`` = the
-    sub-regions' mean attention (:func:`region_attention`) and ``scale`` = K * K put uniform attention at 1."""
-    p = (scale * scores.reshape(-1)).softmax(dim=0)
-    return (p * box_outside_fraction(subregions, box).to(p.dtype)).sum()
