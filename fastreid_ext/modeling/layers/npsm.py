@@ -5,8 +5,8 @@ NPSM searches a frame for the query person by shrinking a region of interest ste
 t the Conv-LSTM, whose gates also see the query's feature, reads the current region's ROI-pooled
 "primitive memory" (early ResNet layers) and gives a K x K attention map (a 2-D softmax); the
 proposals inside the region are grouped by their centres into sub-regions, and the sub-region with
-the highest mean attention becomes the next region. The last region's feature (late ResNet layers)
-is the person's.
+the highest mean attention (the paper; our default: the most attention mass) becomes the next region.
+The last region's feature (late ResNet layers) is the person's.
 
 * :class:`QueryConvLSTMCell`: a Conv-LSTM cell (Shi et al., 2015) whose input, forget, output and
   cell gates get, besides the convolutions of x_t and h_{t-1}, a linear map of the query feature q

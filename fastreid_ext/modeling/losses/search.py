@@ -12,7 +12,7 @@ class BoxInsideLoss(ScaledLoss):
     """Ground-truth pixels left outside the next region, in expectation over the sub-regions.
 
     One row per (pair, shrinkage step) that had a choice: ``subregion_scores`` (N, M) = the model's
-    scores of the step's sub-regions (their mean attention times K*K; padding = -inf) and
+    scores of the step's sub-regions as logits (``NPSM.subregion_logits``; padding = -inf) and
     ``subregion_outside`` (N, M) = the fraction of the ground-truth box each sub-region leaves outside
     (0 = contains it; at NPSM's final proposal choice, 1 - IoU). ``L_region = mean_n sum_k
     softmax(scores_n)_k * outside_nk``: 0 when the attention puts all its weight on containing
