@@ -195,6 +195,34 @@ def build_test_losses(*names, opts=()):
     return build_losses(cfg)
 
 
+def gloo_process(rank, world, init_method, out_dir, body, timeout: float = 60, local_group: bool = False):
+    """The inside of a :func:`run_gloo_workers` worker: join the gloo group, run ``body()`` (a dict), wait for
+    the others, leave, and pickle the dict to ``out_dir/rank<r>.pkl`` (a failure as ``{"error": traceback}``).
+    ``local_group``: also set FastReID's local process group (``comm.get_local_size``), as its launcher does."""
+    import datetime
+    import pickle
+    import traceback
+
+    import torch
+    import torch.distributed as dist
+
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout))
+        if local_group:
+            from fastreid.utils import comm
+
+            comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world)))
+        out = body()
+        dist.barrier()
+        dist.destroy_process_group()
+    except BaseException:  # noqa: BLE001 - reported to the parent
+        out = {"error": traceback.format_exc()}
+    with open(Path(out_dir) / f"rank{rank}.pkl", "wb") as f:
+        pickle.dump(out, f)
+
+
 def run_gloo_workers(worker, args, out_dir, world: int = 2, timeout: float = 240, module: str = ""):
     """Run ``worker(rank, world, init_method, *args, out_dir)`` in ``world`` CPU processes (a gloo group is
     the worker's to create) and return what each pickled to ``out_dir/rank<r>.pkl`` (a worker reports a

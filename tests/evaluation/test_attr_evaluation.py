@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_gloo_workers
+from conftest import gloo_process, run_gloo_workers
 from fastreid_ext.data.attributes import AttributeSchema
 from fastreid_ext.data.synthetic import MARKET_ATTRIBUTES
 from fastreid_ext.evaluation.attr_evaluation import (AttrReidEvaluator, grouped_predictions,
@@ -380,25 +380,10 @@ def _evaluate_rows(data, lo, hi, batch=5):
 
 def _dist_worker(rank, world, init_method, data, out_dir):
     """One process of a gloo group: evaluates its contiguous share (FastReID's InferenceSampler)."""
-    import datetime
-    import pickle
-    import traceback
-
-    import torch.distributed as dist
-
-    try:
-        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=60))
-        n = len(data["pids"])
-        per = -(-n // world)
-        res = _evaluate_rows(data, rank * per, min(n, (rank + 1) * per))
-        dist.barrier()
-        dist.destroy_process_group()
-        out = {"results": res}
-    except BaseException:  # noqa: BLE001 - reported to the parent
-        out = {"error": traceback.format_exc()}
-    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump(out, f)
+    n = len(data["pids"])
+    per = -(-n // world)
+    gloo_process(rank, world, init_method, out_dir,
+                 body=lambda: {"results": _evaluate_rows(data, rank * per, min(n, (rank + 1) * per))})
 
 
 def test_multiprocess_evaluation_gathers_attributes_to_rank0(tmp_path):

@@ -1,5 +1,6 @@
 """NPSM (issue 12): the search loop (nested regions, the final proposal choice, teacher forcing), the
-registered box-inside loss, the person-search loaders and evaluator, and the errors for misuse.
+registered box-inside loss, the person-search loaders and evaluator (also across 2 gloo processes), and the
+errors for misuse.
 The end-to-end training run is tests/modeling/test_npsm_e2e.py."""
 
 import numpy as np
@@ -315,6 +316,66 @@ def test_step_retention_counts_where_the_person_is_lost(scenes_root):
     r = search_step_retention(Scripted(), test_set)
     assert r["pairs"] == Scripted.shown > 0
     assert r["kept"] == pytest.approx([100.0, 100.0, 0.0, 100.0]) and r["localised"] == pytest.approx(100.0)
+
+
+def _scripted_search_rows(b, s):
+    """Deterministic boxes and scores for a test batch: the person's box for two pairs in three, another
+    box otherwise; scores from the pair's names (a non-trivial ranking, so the metrics depend on every row)."""
+    boxes, scores = [], []
+    for qi, frame, (_, fj) in zip(b["pair_queries"].tolist(), b["pair_frames"], b["pairs"].tolist()):
+        fr = s.frames[frame]
+        gt = fr.boxes[fr.pids == s.queries[qi].pid]
+        key = qi * 7919 + sum(map(ord, frame))
+        box = gt[0] if len(gt) and key % 3 else fr.boxes[-1]
+        sx, sy = b["scales"][fj].tolist()
+        boxes.append(torch.tensor(box, dtype=torch.float32) * torch.tensor([sx, sy, sx, sy]))
+        scores.append((key % 101) / 101)
+    return {"boxes": torch.stack(boxes), "scores": torch.tensor(scores)}
+
+
+def _search_eval_body(root):
+    from fastreid_ext.data.search.loader import build_search_test_loader
+    from fastreid_ext.evaluation.search_evaluator import SearchEvaluator
+
+    cfg = _cfg(root)
+    loader, test_set = build_search_test_loader(cfg, "SyntheticScenes")
+    ev = SearchEvaluator(cfg, test_set)
+    ev.reset()
+    seen = 0
+    for b in loader:
+        ev.process(b, _scripted_search_rows(b, test_set.s))
+        seen += len(b["pairs"])
+    return {"results": ev.evaluate(), "pairs": seen}
+
+
+def _search_eval_worker(rank, world, init_method, root, out_dir):
+    """One process of a gloo group: evaluates its share of the test batches (FastReID's InferenceSampler)."""
+    from conftest import gloo_process
+
+    gloo_process(rank, world, init_method, out_dir, body=lambda: _search_eval_body(root))
+
+
+def test_two_processes_gather_the_search_rows_to_rank0(scenes_root, tmp_path):
+    """2 CPU processes (gloo), each evaluating its half of the gallery batches: rank 0 reports exactly the
+    single-process metrics (the evaluator refuses a missing pair, so half the rows could not pass), rank 1 {}."""
+    from conftest import run_gloo_workers
+    from fastreid_ext.data.search.loader import build_search_test_loader
+    from fastreid_ext.evaluation.search_evaluator import SearchEvaluator
+
+    cfg = _cfg(scenes_root)
+    loader, test_set = build_search_test_loader(cfg, "SyntheticScenes")
+    ev = SearchEvaluator(cfg, test_set)
+    ev.reset()
+    for b in loader:
+        ev.process(b, _scripted_search_rows(b, test_set.s))
+    single = ev.evaluate()
+    assert 0 < single["mAP"] < 100 and 0 < single["localisation"] < 100
+    outs = run_gloo_workers(_search_eval_worker, (str(scenes_root),), tmp_path, timeout=120)
+    assert outs[1]["results"] == {} and 0 < outs[1]["pairs"] < len(test_set)
+    assert outs[0]["pairs"] + outs[1]["pairs"] == len(test_set)
+    assert outs[0]["results"].keys() == single.keys()
+    for k, v in single.items():
+        assert outs[0]["results"][k] == pytest.approx(v), k
 
 
 def test_person_search_misuse_is_a_clear_error(scenes_root):

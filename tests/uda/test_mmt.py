@@ -4,15 +4,13 @@ middle of adaptation, pictures, the 2-process (gloo) pseudo-label broadcast, con
 
 import json
 import logging
-import os
-import pickle
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_cfg, run_gloo_workers  # noqa: I001  (first: registers fastreid-ext and its compat layer)
+from conftest import gloo_process, make_cfg, run_gloo_workers  # noqa: I001  (first: registers fastreid-ext and its compat layer)
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid_ext.data.datasets.synthetic import SyntheticDuke
 
@@ -330,25 +328,8 @@ def test_config_errors_are_clear(synthetic_duke_root, caplog):
 
 # ---------------------------------------------------------------------------- 2 processes (gloo)
 def _labels_worker(rank, world, init_method, root, out_dir):
-    import datetime
-    import traceback
-
-    import torch.distributed as dist
-
-    try:
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=120))
-        from fastreid.utils import comm
-
-        comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world)))
-        out = {"rank": rank, **_pseudo_label_step(root, forbid_clustering=rank != 0)}
-        dist.barrier()
-        dist.destroy_process_group()
-    except BaseException:  # noqa: BLE001 - reported to the parent
-        out = {"error": traceback.format_exc()}
-    with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-        pickle.dump(out, f)
+    gloo_process(rank, world, init_method, out_dir, timeout=120, local_group=True,
+                 body=lambda: {"rank": rank, **_pseudo_label_step(root, forbid_clustering=rank != 0)})
 
 
 def _pseudo_label_step(root, forbid_clustering=False):
