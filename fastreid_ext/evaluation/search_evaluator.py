@@ -22,21 +22,27 @@ import itertools
 import json
 import os
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fastreid.evaluation.evaluator import DatasetEvaluator
 from fastreid.utils import comm
 
 from .search_evaluation import GalleryFrame, localisation_success, query_search_result, search_metrics
 
-__all__ = ["SearchEvaluator", "search_results", "random_box_search", "search_step_retention"]
+__all__ = ["SearchEvaluator", "person_box", "search_results", "random_box_search", "search_step_retention"]
 
 #: one (query index, frame name, box x1y1x2y2 in stored-frame pixels, score)
 Row = Tuple[int, str, np.ndarray, float]
+
+
+def person_box(search_set, query, frame: str) -> Optional[np.ndarray]:
+    """The ground-truth box (4,) of ``query``'s person in ``frame`` (stored pixels), or None if it is not there."""
+    fr = search_set.frames[frame]
+    gt = fr.boxes[fr.pids == query.pid]
+    return gt[0] if len(gt) else None
 
 
 def search_results(test_set, rows: Sequence[Row], topk=(1, 5, 10)) -> Tuple[Dict[str, float], List[dict]]:
@@ -55,12 +61,11 @@ def search_results(test_set, rows: Sequence[Row], topk=(1, 5, 10)) -> Tuple[Dict
         frames = []
         for name in gallery:
             box, score = found[(qi, name)]
-            fr = s.frames[name]
-            gt = fr.boxes[fr.pids == q.pid]
-            frames.append(GalleryFrame(box[None], np.array([score]), gt[0] if len(gt) else None, name))
-            if len(gt):
+            gt = person_box(s, q, name)
+            frames.append(GalleryFrame(box[None], np.array([score]), gt, name))
+            if gt is not None:
                 final.append(box)
-                gts.append(gt[0])
+                gts.append(gt)
         per_query.append(frames)
         r = query_search_result(frames, topk)
         if r is not None:
@@ -135,8 +140,7 @@ def random_box_search(model, test_set, seed: int = 0) -> Dict[str, float]:
             boxes.append(props[int(torch.randint(len(props), (), generator=g))] if len(props)
                          else torch.tensor([0.0, 0.0, float(w), float(h)]))
         boxes = torch.stack(boxes).to(model.device, torch.float32)
-        feats = model.reid_feature(model.roi_pool(maps, pairs[:, 1], boxes, model.reid_pool))
-        scores = (F.normalize(feats, dim=1) * F.normalize(q_feat, dim=1)[pairs[:, 0]]).sum(1)
+        _, scores = model.region_scores(maps, pairs[:, 1], boxes, q_feat[pairs[:, 0]])
         ev.process(b, {"boxes": boxes, "scores": scores})
     return ev.evaluate()
 
@@ -149,22 +153,22 @@ def search_step_retention(model, test_set, tolerance: float = 0.1) -> Dict[str, 
     (the ``localisation`` of :class:`SearchEvaluator`). Returns ``{"pairs", "kept" (one % per step),
     "localised" (%)}``."""
     from ..modeling.layers.npsm import box_outside_fraction
-    from .search_evaluation import box_iou
 
     model.eval()
-    s, kept, localised = test_set.s, [], []
+    s, kept, final, gts = test_set.s, [], [], []
     for i in range(test_set.batches()):
         b = test_set.batch(i)
-        traj = model.inference(b)["trajectory"].float().cpu()
+        traj = model.inference(b)["trajectory"].double().cpu()
+        scale = torch.as_tensor(b["scales"], dtype=torch.float64)[torch.as_tensor(b["pairs"])[:, 1]].repeat(1, 2)
+        traj = traj / scale[:, None]  # stored-frame pixels, as SearchEvaluator maps them
         for j, (qi, name) in enumerate(zip(b["pair_queries"].tolist(), b["pair_frames"])):
-            fr = s.frames[name]
-            gt = fr.boxes[fr.pids == s.queries[qi].pid]
-            if not len(gt):
+            gt = person_box(s, s.queries[qi], name)
+            if gt is None:
                 continue
-            sx, sy = b["scales"][int(b["pairs"][j, 1])].tolist()
-            g = torch.tensor(gt[0], dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
-            kept.append((box_outside_fraction(traj[j, 1:], g) <= tolerance).numpy())
-            localised.append(float(box_iou(traj[j, -1:].numpy(), g[None].numpy())[0, 0]) >= 0.5)
+            kept.append((box_outside_fraction(traj[j, 1:], torch.as_tensor(gt)) <= tolerance).numpy())
+            final.append(traj[j, -1].numpy())
+            gts.append(gt)
     if not kept:
         raise ValueError("search_step_retention: no (query, frame showing the query's person) pair in the test set")
-    return {"pairs": len(kept), "kept": (100 * np.mean(kept, axis=0)).tolist(), "localised": 100 * float(np.mean(localised))}
+    return {"pairs": len(kept), "kept": (100 * np.mean(kept, axis=0)).tolist(),
+            "localised": localisation_success(np.array(final), np.array(gts))}

@@ -95,6 +95,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import box_iou, roi_align
 
 from fastreid.config import configurable
 from fastreid.modeling.backbones import build_backbone
@@ -121,15 +122,6 @@ SIMILARITY_INPUTS = ("reid", "early", "none")
 SUBREGION_SCORES = ("mean", "mass")
 #: temperature of the final proposal choice's soft-IoU scores in the box-inside loss' softmax
 FINAL_TEMPERATURE = 0.1
-
-
-def _iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """IoU of each of ``boxes`` (M, 4) with ``box`` (4,)."""
-    iw = (torch.minimum(boxes[:, 2], box[2]) - torch.maximum(boxes[:, 0], box[0])).clamp(min=0)
-    ih = (torch.minimum(boxes[:, 3], box[3]) - torch.maximum(boxes[:, 1], box[1])).clamp(min=0)
-    inter = iw * ih
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + (box[2] - box[0]) * (box[3] - box[1])
-    return inter / (area - inter).clamp_min(1e-12)
 
 
 def _check_resnet(backbone: nn.Module) -> None:
@@ -271,13 +263,20 @@ class NPSM(ReidMetaArch):
             return maps
         return F.interpolate(maps, size=self.reid_pool, mode="bilinear", align_corners=False)
 
-    def roi_pool(self, maps: torch.Tensor, frame_index: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:
-        """roi_align of ``boxes`` (N, 4, input pixels) on ``maps[frame_index]``: (N, C, *size)."""
-        from torchvision.ops import roi_align
-
+    def roi_pool(self, maps: torch.Tensor, frame_index: torch.Tensor, boxes: torch.Tensor, size,
+                 spatial_scale: Optional[float] = None) -> torch.Tensor:
+        """roi_align of ``boxes`` (N, 4, input pixels) on ``maps[frame_index]``: (N, C, *size); ``spatial_scale``
+        = map pixels per input pixel (default: the early map's, 1 / stride)."""
         rois = torch.cat([frame_index.to(maps.dtype)[:, None], boxes.to(maps.dtype)], dim=1)
-        return roi_align(maps, rois, output_size=tuple(size), spatial_scale=1.0 / self.stride, sampling_ratio=2,
-                         aligned=True)
+        scale = 1.0 / self.stride if spatial_scale is None else spatial_scale
+        return roi_align(maps, rois, output_size=tuple(size), spatial_scale=scale, sampling_ratio=2, aligned=True)
+
+    def region_scores(self, maps: torch.Tensor, frame_index: torch.Tensor, boxes: torch.Tensor,
+                      q_feat: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(features (P, D), scores (P,)) of regions ``boxes`` on frames ``frame_index``: the re-id feature of
+        each region and its cosine similarity with its query's feature ``q_feat`` (P, D)."""
+        feats = self.reid_feature(self.roi_pool(maps, frame_index, boxes, self.reid_pool))
+        return feats, (F.normalize(feats, dim=1) * F.normalize(q_feat, dim=1)).sum(1)
 
     # ------------------------------------------------------------------ the search (NSN + shrinkage)
     def subregion_logits(self, att: torch.Tensor, region: torch.Tensor, subs: torch.Tensor) -> torch.Tensor:
@@ -316,13 +315,10 @@ class NPSM(ReidMetaArch):
             x = self.roi_pool(maps, frame_index, region, (self.pool_size, self.pool_size))
             if self.similarity_input == "early":
                 x = torch.cat([x, self.gain * (F.normalize(x, dim=1) * qn).sum(1, keepdim=True)], dim=1)
-            elif self.similarity_input == "reid":
-                from torchvision.ops import roi_align
-
+            elif self.similarity_input == "reid":  # one similarity map per pair
                 sim, scale = similarity
-                rois = torch.cat([torch.arange(p, device=sim.device, dtype=sim.dtype)[:, None], region.to(sim)], 1)
-                x = torch.cat([x, self.gain * roi_align(sim, rois, (self.pool_size, self.pool_size), spatial_scale=scale,
-                                                        sampling_ratio=2, aligned=True).to(x)], dim=1)
+                pooled = self.roi_pool(sim, torch.arange(p, device=sim.device), region, (self.pool_size,) * 2, scale)
+                x = torch.cat([x, self.gain * pooled.to(x)], dim=1)
             state = self.lstm(x, state, q)
             att = spatial_softmax(self.gain * self.attention(state[0])[:, 0])
             if gt_boxes is not None:  # KL(box || attention): the attention should cover the person's box evenly
@@ -349,7 +345,7 @@ class NPSM(ReidMetaArch):
                     continue
                 gt = gt_boxes[i].detach().float().cpu()
                 if final:  # the last choice: the tightest fit (cost 1 - IoU)
-                    cost = 1 - _iou(subs, gt)
+                    cost = 1 - box_iou(subs, gt[None])[:, 0]
                     pick = int(torch.argmin(cost))
                 else:  # shrinkage: keep the person inside (cost = fraction left outside; ties: the smaller)
                     cost = box_outside_fraction(subs, gt)
@@ -435,7 +431,6 @@ class NPSM(ReidMetaArch):
         pairs = torch.as_tensor(batched_inputs["pairs"], dtype=torch.long, device=self.device).reshape(-1, 2)
         sim = self.similarity_maps(maps, pairs[:, 1], q_reid[pairs[:, 0]]) if self.similarity_input == "reid" else None
         s = self.search(maps, proposals, q[pairs[:, 0]], pairs[:, 1], hw, similarity=sim)
-        feats = self.reid_feature(self.roi_pool(maps, pairs[:, 1], s["regions"][:, -1], self.reid_pool))
-        scores = (F.normalize(feats, dim=1) * F.normalize(q_feat, dim=1)[pairs[:, 0]]).sum(1)
+        feats, scores = self.region_scores(maps, pairs[:, 1], s["regions"][:, -1], q_feat[pairs[:, 0]])
         return {"features": feats, "query_features": q_feat, "scores": scores, "boxes": s["regions"][:, -1],
                 "trajectory": s["regions"], "attention": s["attention"]}
