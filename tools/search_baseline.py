@@ -12,7 +12,7 @@ baseline), the annotated boxes + the model's features (re-id alone, detection so
 + random features (chance). With a person-search model (NPSM: ``--config-file configs/Synthetic/npsm_R18.yml
 MODEL.WEIGHTS logs/synthetic/npsm_R18/model_final.pth``) also: its search (one region per gallery frame,
 what ``tools/train_net.py --eval-only`` reports) and the same model on one random proposal per frame
-(localisation by chance, its re-id unchanged); the first two rows then use its re-id half on crops. ``--dataset cuhk-sysu --gallery-size N`` reads CUHK-SYSU instead;
+(localisation by chance, its re-id unchanged; the mean of ``--random-draws`` draws); the first two rows then use its re-id half on crops. ``--dataset cuhk-sysu --gallery-size N`` reads CUHK-SYSU instead;
 ``--multi-camera`` is PRW's multi-camera protocol. ``--out`` writes the figures as JSON.
 """
 
@@ -39,6 +39,8 @@ def argument_parser():
     p.add_argument("--gallery-size", type=int, default=100, help="CUHK-SYSU's TestG<N>.mat")
     p.add_argument("--config-file", required=True, help="the re-id model's config")
     p.add_argument("--multi-camera", action="store_true", help="PRW: galleries of other cameras only")
+    p.add_argument("--random-draws", type=int, default=5,
+                   help="NPSM: the random-proposal row is the mean of this many draws")
     p.add_argument("--out", default=None, help="write the figures as JSON")
     p.add_argument("--debug", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS ...)")
@@ -71,7 +73,7 @@ def main(a):
         loader = torch.utils.data.DataLoader(SearchBatches(ts), batch_size=None)
         npsm = dict(inference_on_dataset(InferenceOutputs(model), loader, SearchEvaluator(cfg, ts)))
         rows["NPSM search"] = npsm
-        rows["NPSM on a random proposal"] = random_box_search(model, ts, seed=0)
+        rows["NPSM on a random proposal"] = random_box_search(model, ts, seed=0, draws=a.random_draws)
 
     # chance: a seeded random feature per proposal and per query (no crops needed)
     rng = np.random.default_rng(0)

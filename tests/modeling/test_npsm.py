@@ -281,6 +281,45 @@ def test_evaluator_maps_regions_back_to_the_stored_frames(scenes_root):
         ev.evaluate()
 
 
+def test_random_box_scores_each_pair_with_a_proposal_of_its_frame_and_its_own_query(scenes_root, monkeypatch):
+    """random_box_search computes every proposal's feature once per frame and only picks per draw: each
+    pair's box must be a proposal of its own frame, its score the cosine of that region's feature (computed
+    pair by pair, as NPSM scores its searched region) with the pair's own query, the draws must differ,
+    and the result must be their mean."""
+    from fastreid.modeling import build_model
+
+    from fastreid_ext.data.search.loader import build_search_test_loader
+    from fastreid_ext.evaluation import search_evaluator as se
+
+    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[96, 192]", "INPUT.SIZE_TEST", "[32, 16]",
+               "MODEL.NPSM.REID_POOL", "[4, 2]")  # less work
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    _, test_set = build_search_test_loader(cfg, "SyntheticScenes")
+    seen, results = [], []
+    process, evaluate = se.SearchEvaluator.process, se.SearchEvaluator.evaluate
+    monkeypatch.setattr(se.SearchEvaluator, "process",
+                        lambda self, b, o: (seen.append((id(self), b, o)), process(self, b, o))[1])
+    monkeypatch.setattr(se.SearchEvaluator, "evaluate", lambda self: (results.append(evaluate(self)), results[-1])[1])
+    with torch.no_grad():
+        mean = se.random_box_search(model, test_set, seed=0, draws=2)
+        draws = {}
+        for ev, b, o in seen:
+            draws.setdefault(ev, []).append(o["boxes"])
+            for box, (_, fj) in zip(o["boxes"], b["pairs"].tolist()):
+                assert (b["proposals"][fj].float() == box).all(1).any()
+            if len(draws[ev]) == 1:  # the scores pair by pair, on each draw's first batch
+                maps = model.primitive_memory(model.preprocess_image(b))
+                _, q_feat, _ = model._queries(b)
+                _, want = model.region_scores(maps, b["pairs"][:, 1], o["boxes"], q_feat[b["pairs"][:, 0]])
+                assert torch.allclose(o["scores"], want, atol=1e-5)
+    a, b = (torch.cat(v) for v in draws.values())
+    assert len(draws) == 2 and not torch.equal(a, b)
+    assert len(results) == 2 and mean["mAP"] == pytest.approx((results[0]["mAP"] + results[1]["mAP"]) / 2)
+    with pytest.raises(ValueError, match="draws"):
+        se.random_box_search(model, test_set, draws=0)
+
+
 def test_step_retention_counts_where_the_person_is_lost(scenes_root):
     """search_step_retention (tools/search_steps.py) on a scripted search over resized frames: step 1 keeps
     the whole frame, step 2 the person's box grown by 5 %, step 3 its left half (half the person outside),
