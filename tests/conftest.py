@@ -63,14 +63,16 @@ def synthetic_duke_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def scenes_root(tmp_path_factory):
     """A ``DATASETS.ROOT`` holding ``synthetic_scenes`` (person search: 8 train + 16 test ids of the Market-style
-    crop set, seed 0: 12 training frames, 24 test frames, 16 queries) with its selective-search proposals
-    cached, generated once per test session."""
+    crop set, seed 0: 12 training frames, 24 test frames, 16 queries) stored at half size (96 x 192 frames,
+    people rendered from 64 x 32 crops: its selective-search proposals take ~4 s instead of ~14 s at full
+    size), generated once per test session."""
     from fastreid_ext.data.search import read_prw
     from fastreid_ext.data.search.proposals import compute_proposals
     from fastreid_ext.data.synthetic.scenes import generate_scenes
 
     root = tmp_path_factory.mktemp("datasets_scenes")
-    generate_scenes(str(root / "synthetic_scenes"), num_train_ids=8, num_test_ids=16, seed=0)
+    generate_scenes(str(root / "synthetic_scenes"), num_train_ids=8, num_test_ids=16, frame_size=(96, 192),
+                    crop_size=(64, 32), seed=0)
     compute_proposals(read_prw(str(root / "synthetic_scenes")), str(root / "synthetic_scenes" / "proposals"),
                       progress=False)
     return root
@@ -79,11 +81,11 @@ def scenes_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def search_e2e_root(tmp_path_factory):
     """A ``DATASETS.ROOT`` holding ``synthetic_scenes`` for NPSM's end-to-end test: 24 train + 32 test ids
-    (32 training frames, 43 test frames, 32 queries), stored at half size (96 x 192 frames, people rendered
-    from 64 x 32 crops: selective search 4x faster per frame) with its proposals; ~9 s. Why 24 training identities
-    and 32 queries: with 8 and 16 (``scenes_root``), 90 steps left a re-id half whose top-1 over 16 queries
-    went from 18.8 to 0.0 with the seed; with this set, 96 steps give 15.6-25.0 for seeds 0-3 against the
-    random box's 4.4-9.4 (test_npsm_e2e.py), and one query is 3.1 points."""
+    (32 training frames, 43 test frames, 32 queries), stored at half size like ``scenes_root``, with its
+    proposals; ~9 s. Why 24 training identities and 32 queries: with 8 and 16 (the test's earlier fixture,
+    full size), 90 steps left a re-id half whose top-1 over 16 queries went from 18.8 to 0.0 with the seed;
+    with this set, 96 steps give 15.6-25.0 for seeds 0-3 against the random box's 4.4-9.4
+    (test_npsm_e2e.py), and one query is 3.1 points."""
     from fastreid_ext.data.search import read_prw
     from fastreid_ext.data.search.proposals import compute_proposals
     from fastreid_ext.data.synthetic.scenes import generate_scenes

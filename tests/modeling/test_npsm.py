@@ -258,13 +258,13 @@ def test_evaluator_maps_regions_back_to_the_stored_frames(scenes_root):
     from fastreid_ext.data.search.loader import build_search_test_loader
     from fastreid_ext.evaluation.search_evaluator import SearchEvaluator
 
-    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[96, 256]")  # frames resized: 0.5 x 0.667
+    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[128, 160]")  # resized: x 0.833, y 1.333
     loader, test_set = build_search_test_loader(cfg, "SyntheticScenes")
     s = test_set.s
     ev = SearchEvaluator(cfg, test_set)
     ev.reset()
     for b in loader:
-        assert b["images"].shape[-2:] == (96, 256)
+        assert b["images"].shape[-2:] == (128, 160)
         boxes, scores = [], []
         for qi, frame, (_, fj) in zip(b["pair_queries"].tolist(), b["pair_frames"], b["pairs"].tolist()):
             fr = s.frames[frame]
@@ -291,8 +291,7 @@ def test_random_box_scores_each_pair_with_a_proposal_of_its_frame_and_its_own_qu
     from fastreid_ext.data.search.loader import build_search_test_loader
     from fastreid_ext.evaluation import search_evaluator as se
 
-    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[96, 192]", "INPUT.SIZE_TEST", "[32, 16]",
-               "MODEL.NPSM.REID_POOL", "[4, 2]")  # less work
+    cfg = _cfg(scenes_root, "INPUT.SIZE_TEST", "[32, 16]", "MODEL.NPSM.REID_POOL", "[4, 2]")  # less re-id work
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     _, test_set = build_search_test_loader(cfg, "SyntheticScenes")
@@ -327,7 +326,7 @@ def test_step_retention_counts_where_the_person_is_lost(scenes_root):
     from fastreid_ext.data.search.loader import build_search_test_loader
     from fastreid_ext.evaluation.search_evaluator import search_step_retention
 
-    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[96, 256]")
+    cfg = _cfg(scenes_root, "INPUT.SEARCH.FRAME_SIZE", "[128, 160]")
     _, test_set = build_search_test_loader(cfg, "SyntheticScenes")
     s = test_set.s
 
