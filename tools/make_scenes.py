@@ -12,7 +12,10 @@ these scenes for the same people (:mod:`fastreid_ext.data.synthetic.scenes`). ``
 computes selective-search person proposals for every frame into ``<root>/proposals/`` (cached,
 resumable: :mod:`fastreid_ext.data.search.proposals`) and prints their recall of the annotated people.
 ``--preview N`` draws N test frames with their annotated boxes (green: labelled, red: unlabelled) to
-``<root>/preview.png``. Re-running with the same arguments is a no-op.
+``<root>/preview.png``. ``--cuhk-sysu DIR`` also writes the scenes in CUHK-SYSU's layout to DIR (name it
+``<DATASETS.ROOT>/CUHK-SYSU`` for ``CUHKSYSUSearch`` and ``configs/CUHKSYSU/``), with a ``TestG<N>.mat``
+for each of ``--gallery-sizes`` (each needs more than N test frames: 44 test ids give 58)
+(:func:`fastreid_ext.data.search.convert_to_cuhk_sysu`). Re-running with the same arguments is a no-op.
 """
 
 import argparse
@@ -43,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--proposals", action="store_true", help="selective-search person proposals for every frame")
     p.add_argument("--preview", type=int, default=0, metavar="N", help="draw N test frames with their boxes")
+    p.add_argument("--cuhk-sysu", default=None, metavar="DIR", help="also write the scenes in CUHK-SYSU's layout")
+    p.add_argument("--gallery-sizes", type=int, nargs="+", default=[50], metavar="N",
+                   help="with --cuhk-sysu: the TestG<N>.mat protocol files to write")
     return p.parse_args(argv)
 
 
@@ -76,7 +82,7 @@ def main(argv=None):
                               distractors_per_frame=tuple(a.distractors), frame_size=tuple(a.frame_size),
                               seed=a.seed, overwrite=a.overwrite, progress=True)
     print(json.dumps(summary, indent=2))
-    if a.proposals or a.preview:
+    if a.proposals or a.preview or a.cuhk_sysu:
         from fastreid_ext.data.search import read_prw
 
         s = read_prw(a.root)
@@ -95,6 +101,15 @@ def main(argv=None):
             path = os.path.join(a.root, "preview.png")
             preview(s, path, a.preview)
             print(f"wrote {path}")
+        if a.cuhk_sysu:
+            from fastreid_ext.data.search import convert_to_cuhk_sysu
+
+            try:
+                counts = convert_to_cuhk_sysu(s, a.cuhk_sysu, a.gallery_sizes, seed=a.seed)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"wrote CUHK-SYSU layout to {a.cuhk_sysu}: {json.dumps(counts)}")
     return 0
 
 

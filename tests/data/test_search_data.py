@@ -1,6 +1,8 @@
 """Person-search data (issue 12): PRW's on-disk format read back from hand-made fixtures, its errors, and
 the synthetic scenes written in that format."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.io
@@ -160,6 +162,54 @@ def test_cuhk_sysu_reader_names_what_is_wrong(tmp_path):
         read_cuhk_sysu(str(_cuhk_fixture(tmp_path / "c")), 100)
     with pytest.raises(ValueError, match="gallery size must be one of"):
         read_cuhk_sysu(str(root), 60)
+
+
+def test_scenes_convert_to_cuhk_sysu_and_read_back_with_its_gallery_protocol(tmp_path, capsys):
+    """The synthetic scenes (PRW's format) written in CUHK-SYSU's layout by tools/make_scenes.py --cuhk-sysu
+    (convert_to_cuhk_sysu) and read back by read_cuhk_sysu: the same frames and boxes, the train / test split,
+    one identity per PRW identity (renumbered: train ones from Train.mat, test ones from the queries),
+    unlabelled people unlabelled; each TestG50 gallery holds every other test frame showing the person, 50
+    frames in all; too few test frames for a gallery size is an error. Then CUHKSYSUSearch reads the folder
+    through the trainer's test loader with DATASETS.SEARCH.GALLERY_SIZE 50."""
+    from conftest import COMMON, REPO, make_cfg
+    from fastreid_ext.data.search import convert_to_cuhk_sysu, read_cuhk_sysu
+    from fastreid_ext.data.search.loader import build_search_test_loader
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import make_scenes  # tools/make_scenes.py --cuhk-sysu
+
+    args = ["--root", str(tmp_path / "synthetic_scenes"), "--train-ids", "4", "--test-ids", "44", "--seed", "0",
+            "--frame-size", "96", "192", "--cuhk-sysu", str(tmp_path / "CUHK-SYSU")]
+    assert make_scenes.main(args + ["--gallery-sizes", "50", "100"]) == 2
+    assert "a gallery of 100 frames needs at least 101 test frames" in capsys.readouterr().err
+    assert make_scenes.main(args) == 0  # the scenes exist: only the conversion runs
+    out = capsys.readouterr().out
+    assert '"frames": 68, "train_frames": 10, "test_frames": 58, "train_ids": 4, "queries": 44' in out, out
+    p = read_prw(str(tmp_path / "synthetic_scenes"))
+    assert len(p.test) == 58  # each gallery of 50 leaves 7 other test frames out
+    with pytest.raises(ValueError, match="a gallery of 100 frames needs at least 101 test frames; .* has 58"):
+        convert_to_cuhk_sysu(p, str(tmp_path / "too_few"), (50, 100))
+    c = read_cuhk_sysu(str(tmp_path / "CUHK-SYSU"), 50)
+    assert c.train == p.train and c.test == p.test and set(c.frames) == set(p.frames)
+    pid_map = {}
+    for name, f in p.frames.items():
+        g = c.frames[name]
+        np.testing.assert_allclose(g.boxes, f.boxes, atol=1e-6)
+        for a, b in zip(f.pids.tolist(), g.pids.tolist()):
+            assert (a >= 0) == (b >= 0), (name, a, b)
+            if a >= 0:
+                assert pid_map.setdefault(a, b) == b, (name, a, b)  # one CUHK-SYSU identity per PRW identity
+    assert len(set(pid_map.values())) == len(pid_map) == 48
+    for q, cq in zip(p.queries, c.queries):
+        assert cq.frame == q.frame and cq.pid == pid_map[q.pid] and len(cq.gallery) == 50
+        shows = {n for n in p.test if n != q.frame and q.pid in p.frames[n].pids}
+        assert shows and shows <= set(cq.gallery) and q.frame not in cq.gallery
+
+    cfg = make_cfg("configs/Synthetic/npsm_R18.yml", COMMON + [
+        "DATASETS.ROOT", str(tmp_path), "DATASETS.NAMES", "('CUHKSYSUSearch',)", "DATASETS.TESTS", "('CUHKSYSUSearch',)",
+        "DATASETS.SEARCH.GALLERY_SIZE", "50", "DATASETS.SEARCH.PROPOSALS_DIR", str(tmp_path / "proposals")])
+    _, test_set = build_search_test_loader(cfg, "CUHKSYSUSearch")
+    assert test_set.num_pairs == 44 * 50
 
 
 def test_person_box_filter_by_hand():

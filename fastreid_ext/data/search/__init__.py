@@ -11,7 +11,7 @@ the same reader. Light on import: numpy / scipy only.
 
 from .common import box_iou, prw_camera
 from .prw import UNLABELLED, SceneFrame, SearchQuery, SearchSet, read_prw, write_prw_annotation
-from .cuhk_sysu import GALLERY_SIZES, read_cuhk_sysu, write_cuhk_sysu
+from .cuhk_sysu import GALLERY_SIZES, convert_to_cuhk_sysu, read_cuhk_sysu, write_cuhk_sysu
 
-__all__ = ["GALLERY_SIZES", "UNLABELLED", "SceneFrame", "SearchQuery", "SearchSet", "box_iou", "prw_camera",
-           "read_cuhk_sysu", "read_prw", "write_cuhk_sysu", "write_prw_annotation"]
+__all__ = ["GALLERY_SIZES", "UNLABELLED", "SceneFrame", "SearchQuery", "SearchSet", "box_iou",
+           "convert_to_cuhk_sysu", "prw_camera", "read_cuhk_sysu", "read_prw", "write_cuhk_sysu", "write_prw_annotation"]

@@ -21,12 +21,14 @@ unlabelled person (-2, as in PRW). This is how the published readers (OIM, SeqNe
 zero width or height in ``Images.mat`` (a few exist) are dropped. A box named in Train / TestG that no
 box of its image equals is an error naming both files.
 
-:func:`write_cuhk_sysu` writes the same layout (test fixtures).
+:func:`write_cuhk_sysu` writes the same layout (test fixtures); :func:`convert_to_cuhk_sysu` writes any
+:class:`SearchSet` (PRW, the synthetic scenes) in it, with CUHK-SYSU's gallery protocol (below).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -34,7 +36,7 @@ import numpy as np
 from .common import load_mat
 from .prw import UNLABELLED, SceneFrame, SearchQuery, SearchSet
 
-__all__ = ["GALLERY_SIZES", "read_cuhk_sysu", "write_cuhk_sysu"]
+__all__ = ["GALLERY_SIZES", "convert_to_cuhk_sysu", "read_cuhk_sysu", "write_cuhk_sysu"]
 
 #: the gallery sizes of the benchmark's protocol files TestG<N>.mat
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
@@ -184,3 +186,74 @@ def write_cuhk_sysu(root: str, images: Dict[str, Sequence[Sequence[float]]], poo
             rows.append({"Query": q, "Gallery": g})
         scipy.io.savemat(os.path.join(ann, "test", "train_test", f"TestG{size}.mat"),
                          {f"TestG{size}": _struct(rows, ["Query", "Gallery"])})
+
+
+def convert_to_cuhk_sysu(search_set: SearchSet, root: str, gallery_sizes: Sequence[int] = (50,), seed: int = 0,
+                         link: bool = True) -> Dict[str, int]:
+    """Write ``search_set`` (e.g. the synthetic scenes, or PRW) to ``root`` in CUHK-SYSU's layout, so that
+    ``read_cuhk_sysu`` / ``CUHKSYSUSearch`` and the CUHK-SYSU configs run on it. Returns the counts.
+
+    * ``Image/SSM/``: the frames under their own names (hard links when ``link`` and the file system allows,
+      else copies).
+    * ``Images.mat``: every box of every frame (labelled and unlabelled); ``pool.mat``: the test frames.
+    * ``Train.mat``: every training identity with all its appearances in the training frames.
+    * ``TestG<N>.mat`` for each of ``gallery_sizes``: one query per query of ``search_set`` (its frame and
+      box); its gallery, as in CUHK-SYSU's protocol, holds every other test frame showing the person and
+      is filled up to N with test frames not showing it, drawn with ``seed`` (the same draw nests: the
+      gallery of a smaller N is a prefix of a larger one). A set whose test frames cannot fill N is an
+      error naming N and the count: the reader demands exactly N. Test people without a query of their
+      own are unlabelled in CUHK-SYSU's files (identities come from Train.mat and the queries only).
+    """
+    sizes = sorted({int(n) for n in gallery_sizes})
+    bad = [n for n in sizes if n not in GALLERY_SIZES]
+    if bad or not sizes:
+        raise ValueError(f"CUHK-SYSU gallery sizes must be among {GALLERY_SIZES}, got {list(gallery_sizes)}")
+    test_frames = list(search_set.test)
+    if len(test_frames) - 1 < sizes[-1]:
+        raise ValueError(f"CUHK-SYSU: a gallery of {sizes[-1]} frames needs at least {sizes[-1] + 1} test frames; "
+                         f"{search_set.root} has {len(test_frames)}")
+    root = os.path.abspath(os.path.expanduser(root))
+    img_dir = os.path.join(root, "Image", "SSM")
+    os.makedirs(img_dir, exist_ok=True)
+    for name, f in search_set.frames.items():
+        dst = os.path.join(img_dir, name)
+        if os.path.exists(dst):
+            continue
+        try:
+            if not link:
+                raise OSError
+            os.link(f.path, dst)
+        except OSError:
+            shutil.copyfile(f.path, dst)
+
+    def xywh(b) -> list:
+        b = np.asarray(b, dtype=np.float64).reshape(4)
+        return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+
+    images = {n: [xywh(b) for b in f.boxes] for n, f in search_set.frames.items()}
+    train_set = set(search_set.train)
+    by_pid: Dict[int, list] = {}
+    for n in search_set.train:
+        f = search_set.frames[n]
+        for b, pid in zip(f.boxes, f.pids):
+            if pid >= 0:
+                by_pid.setdefault(int(pid), []).append((n, xywh(b)))
+    train_persons = [by_pid[p] for p in sorted(by_pid)]
+    rng = np.random.default_rng(seed)
+    tests: Dict[int, list] = {n: [] for n in sizes}
+    for q in search_set.queries:
+        if q.frame in train_set:
+            raise ValueError(f"CUHK-SYSU: query of identity {q.pid} is in training frame {q.frame}")
+        shows = [n for n in test_frames if n != q.frame and (search_set.frames[n].pids == q.pid).any()]
+        others = [n for n in test_frames if n != q.frame and n not in shows]
+        order = shows + [others[i] for i in rng.permutation(len(others))]
+        for size in sizes:
+            gallery = []
+            for n in order[:size]:
+                f = search_set.frames[n]
+                hit = np.nonzero(f.pids == q.pid)[0]
+                gallery.append((n, xywh(f.boxes[hit[0]]) if len(hit) else []))
+            tests[size].append(((q.frame, xywh(q.box)), gallery))
+    write_cuhk_sysu(root, images, test_frames, train_persons, tests)
+    return {"frames": len(images), "train_frames": len(search_set.train), "test_frames": len(test_frames),
+            "train_ids": len(train_persons), "queries": len(search_set.queries)}
