@@ -202,6 +202,8 @@ def test_scenes_convert_to_cuhk_sysu_and_read_back_with_its_gallery_protocol(tmp
     assert len(set(pid_map.values())) == len(pid_map) == 48
     for q, cq in zip(p.queries, c.queries):
         assert cq.frame == q.frame and cq.pid == pid_map[q.pid] and len(cq.gallery) == 50
+        f = p.frames[q.frame]
+        np.testing.assert_allclose(cq.box, f.boxes[f.pids == q.pid][0], atol=1e-6)
         shows = {n for n in p.test if n != q.frame and q.pid in p.frames[n].pids}
         assert shows and shows <= set(cq.gallery) and q.frame not in cq.gallery
 

@@ -244,6 +244,9 @@ def convert_to_cuhk_sysu(search_set: SearchSet, root: str, gallery_sizes: Sequen
     for q in search_set.queries:
         if q.frame in train_set:
             raise ValueError(f"CUHK-SYSU: query of identity {q.pid} is in training frame {q.frame}")
+        own = np.nonzero(search_set.frames[q.frame].pids == q.pid)[0]
+        if not len(own):
+            raise ValueError(f"CUHK-SYSU: the query of identity {q.pid} has no annotated box in its frame {q.frame}")
         shows = [n for n in test_frames if n != q.frame and (search_set.frames[n].pids == q.pid).any()]
         others = [n for n in test_frames if n != q.frame and n not in shows]
         order = shows + [others[i] for i in rng.permutation(len(others))]
@@ -253,7 +256,9 @@ def convert_to_cuhk_sysu(search_set: SearchSet, root: str, gallery_sizes: Sequen
                 f = search_set.frames[n]
                 hit = np.nonzero(f.pids == q.pid)[0]
                 gallery.append((n, xywh(f.boxes[hit[0]]) if len(hit) else []))
-            tests[size].append(((q.frame, xywh(q.box)), gallery))
+            # the frame's own annotated box (CUHK-SYSU names a query by a box of Images.mat; PRW's query_info
+            # box may differ from the annotation by rounding)
+            tests[size].append(((q.frame, xywh(search_set.frames[q.frame].boxes[own[0]])), gallery))
     write_cuhk_sysu(root, images, test_frames, train_persons, tests)
     return {"frames": len(images), "train_frames": len(search_set.train), "test_frames": len(test_frames),
             "train_ids": len(train_persons), "queries": len(search_set.queries)}
