@@ -201,7 +201,8 @@ def convert_to_cuhk_sysu(search_set: SearchSet, root: str, gallery_sizes: Sequen
       box); its gallery, as in CUHK-SYSU's protocol, holds every other test frame showing the person and
       is filled up to N with test frames not showing it, drawn with ``seed`` (the same draw nests: the
       gallery of a smaller N is a prefix of a larger one). A set whose test frames cannot fill N is an
-      error naming N and the count: the reader demands exactly N. Test people without a query of their
+      error naming N and the count: the reader demands exactly N; so is a person shown in more other test
+      frames than the smallest gallery holds. Test people without a query of their
       own are unlabelled in CUHK-SYSU's files (identities come from Train.mat and the queries only).
     """
     sizes = sorted({int(n) for n in gallery_sizes})
@@ -239,6 +240,10 @@ def convert_to_cuhk_sysu(search_set: SearchSet, root: str, gallery_sizes: Sequen
             if pid >= 0:
                 by_pid.setdefault(int(pid), []).append((n, xywh(b)))
     train_persons = [by_pid[p] for p in sorted(by_pid)]
+    frames_of: Dict[int, list] = {}  # test identity -> the test frames showing it, in test order
+    for n in test_frames:
+        for pid in set(search_set.frames[n].pids.tolist()):
+            frames_of.setdefault(int(pid), []).append(n)
     rng = np.random.default_rng(seed)
     tests: Dict[int, list] = {n: [] for n in sizes}
     for q in search_set.queries:
@@ -247,8 +252,12 @@ def convert_to_cuhk_sysu(search_set: SearchSet, root: str, gallery_sizes: Sequen
         own = np.nonzero(search_set.frames[q.frame].pids == q.pid)[0]
         if not len(own):
             raise ValueError(f"CUHK-SYSU: the query of identity {q.pid} has no annotated box in its frame {q.frame}")
-        shows = [n for n in test_frames if n != q.frame and (search_set.frames[n].pids == q.pid).any()]
-        others = [n for n in test_frames if n != q.frame and n not in shows]
+        shows = [n for n in frames_of.get(int(q.pid), []) if n != q.frame]
+        if len(shows) > sizes[0]:
+            raise ValueError(f"CUHK-SYSU: identity {q.pid} is in {len(shows)} other test frames, more than a gallery "
+                             f"of {sizes[0]} holds")
+        skip = set(shows) | {q.frame}
+        others = [n for n in test_frames if n not in skip]
         order = shows + [others[i] for i in rng.permutation(len(others))]
         for size in sizes:
             gallery = []
