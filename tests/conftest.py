@@ -60,22 +60,28 @@ def synthetic_duke_root(tmp_path_factory):
     return _synthetic_root(tmp_path_factory, "duke", 12, seed=1)
 
 
+def _scenes_root(tmp_path_factory, name, train_ids, test_ids):
+    """A fresh ``DATASETS.ROOT`` holding half-size ``synthetic_scenes`` (96 x 192 frames, people rendered from
+    64 x 32 crops, seed 0) and their selective-search proposals."""
+    from fastreid_ext.data.search import read_prw
+    from fastreid_ext.data.search.proposals import compute_proposals
+    from fastreid_ext.data.synthetic.scenes import generate_scenes
+
+    root = tmp_path_factory.mktemp(name)
+    generate_scenes(str(root / "synthetic_scenes"), num_train_ids=train_ids, num_test_ids=test_ids,
+                    frame_size=(96, 192), crop_size=(64, 32), seed=0)
+    compute_proposals(read_prw(str(root / "synthetic_scenes")), str(root / "synthetic_scenes" / "proposals"),
+                      progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def scenes_root(tmp_path_factory):
     """A ``DATASETS.ROOT`` holding ``synthetic_scenes`` (person search: 8 train + 16 test ids of the Market-style
     crop set, seed 0: 12 training frames, 24 test frames, 16 queries) stored at half size (96 x 192 frames,
     people rendered from 64 x 32 crops: its selective-search proposals take ~4 s instead of ~14 s at full
     size), generated once per test session."""
-    from fastreid_ext.data.search import read_prw
-    from fastreid_ext.data.search.proposals import compute_proposals
-    from fastreid_ext.data.synthetic.scenes import generate_scenes
-
-    root = tmp_path_factory.mktemp("datasets_scenes")
-    generate_scenes(str(root / "synthetic_scenes"), num_train_ids=8, num_test_ids=16, frame_size=(96, 192),
-                    crop_size=(64, 32), seed=0)
-    compute_proposals(read_prw(str(root / "synthetic_scenes")), str(root / "synthetic_scenes" / "proposals"),
-                      progress=False)
-    return root
+    return _scenes_root(tmp_path_factory, "datasets_scenes", 8, 16)
 
 
 @pytest.fixture(scope="session")
@@ -86,16 +92,7 @@ def search_e2e_root(tmp_path_factory):
     full size), 90 steps left a re-id half whose top-1 over 16 queries went from 18.8 to 0.0 with the seed;
     with this set, 96 steps give 15.6-25.0 for seeds 0-3 against the random box's 4.4-9.4
     (test_npsm_e2e.py), and one query is 3.1 points."""
-    from fastreid_ext.data.search import read_prw
-    from fastreid_ext.data.search.proposals import compute_proposals
-    from fastreid_ext.data.synthetic.scenes import generate_scenes
-
-    root = tmp_path_factory.mktemp("datasets_search_e2e")
-    generate_scenes(str(root / "synthetic_scenes"), num_train_ids=24, num_test_ids=32, frame_size=(96, 192),
-                    crop_size=(64, 32), seed=0)
-    compute_proposals(read_prw(str(root / "synthetic_scenes")), str(root / "synthetic_scenes" / "proposals"),
-                      progress=False)
-    return root
+    return _scenes_root(tmp_path_factory, "datasets_search_e2e", 24, 32)
 
 
 @pytest.fixture(scope="session")
