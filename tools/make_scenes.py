@@ -101,15 +101,16 @@ def main(argv=None):
             path = os.path.join(a.root, "preview.png")
             preview(s, path, a.preview)
             print(f"wrote {path}")
-        if a.cuhk_sysu:
+        if a.cuhk_sysu:  # a set too small for a gallery size: one "error:" line and status 2, as every tool
             from fastreid_ext.data.search import convert_to_cuhk_sysu
+            from fastreid_ext.errors import run_cli, user_input
 
-            try:
-                counts = convert_to_cuhk_sysu(s, a.cuhk_sysu, a.gallery_sizes, seed=a.seed)
-            except ValueError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            print(f"wrote CUHK-SYSU layout to {a.cuhk_sysu}: {json.dumps(counts)}")
+            def convert():
+                with user_input("writing the CUHK-SYSU layout"):
+                    counts = convert_to_cuhk_sysu(s, a.cuhk_sysu, a.gallery_sizes, seed=a.seed)
+                print(f"wrote CUHK-SYSU layout to {a.cuhk_sysu}: {json.dumps(counts)}")
+
+            return run_cli(convert)
     return 0
 
 

@@ -32,6 +32,12 @@ import torch  # noqa: E402
 from fastreid_ext.errors import run_cli, user_input  # noqa: E402
 
 
+def _at_least_one(v: str) -> int:
+    if int(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return int(v)
+
+
 def argument_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenes", required=True, help="dataset folder (PRW layout, or CUHK-SYSU with --dataset)")
@@ -39,7 +45,7 @@ def argument_parser():
     p.add_argument("--gallery-size", type=int, default=100, help="CUHK-SYSU's TestG<N>.mat")
     p.add_argument("--config-file", required=True, help="the re-id model's config")
     p.add_argument("--multi-camera", action="store_true", help="PRW: galleries of other cameras only")
-    p.add_argument("--random-draws", type=int, default=5,
+    p.add_argument("--random-draws", type=_at_least_one, default=5,
                    help="NPSM: the random-proposal row is the mean of this many draws")
     p.add_argument("--out", default=None, help="write the figures as JSON")
     p.add_argument("--debug", action="store_true")
